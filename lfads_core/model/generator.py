@@ -1,0 +1,148 @@
+"""Generator ``gru``: the LFADS decoder (generator GRU, optional controller, factors)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from ..protocols import GeneratorOutput
+from ..spec.validators import ge
+from .gru import GRUCell
+
+
+@attrs.frozen
+class GRUGeneratorConfig:
+    gen_dim: int = attrs.field(default=100, validator=ge(1))
+    con_dim: int = attrs.field(default=64, validator=ge(0))
+    co_dim: int = attrs.field(default=4, validator=ge(0))
+    fac_dim: int = attrs.field(default=40, validator=ge(1))
+    cell_clip: float = attrs.field(default=5.0, validator=ge(0.0))
+    co_post_var_min: float = attrs.field(default=1e-4, validator=ge(0.0))
+
+
+def _normal_(w: Tensor, fan_in: int) -> None:
+    with torch.no_grad():
+        w.normal_(0.0, 1.0 / math.sqrt(max(fan_in, 1)))
+
+
+def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor, active: bool) -> Optional[Tensor]:
+    """Scaled dropout masks (1/(1-p) or 0) for a whole sequence at once, or None when off."""
+    if not active or p <= 0.0:
+        return None
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1.0 - p) / (1.0 - p)
+
+
+def _drop(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    return x if mask is None else x * mask
+
+
+class GRUGenerator(nn.Module):
+    """g_0 = Linear(dropout(z_ic)); each step t:
+    c_t = GRU_con(dropout([ci_t ; f_{t-1}]), c_{t-1}); (mean, logvar) = Linear(c_t);
+    u_t ~ N(mean, exp(logvar) + co_post_var_min) when sampling, else its mean;
+    g_t = GRU_gen([u_t ; ext_t], g_{t-1}); f_t = W_f dropout(g_t), rows of W_f of unit norm.
+
+    The controller exists when con_dim, co_dim and the encoder's ci_dim are all > 0; otherwise
+    the generator is autonomous apart from the measured external inputs ``ext``.
+
+    Speed: everything that does not depend on the recurrence (the encoder part of the
+    controller input, external inputs, biases, dropout masks, sampling noise) is computed for
+    all steps at once before the loop.
+    """
+
+    Config = GRUGeneratorConfig
+
+    @classmethod
+    def wants_controller_inputs(cls, config: GRUGeneratorConfig) -> bool:
+        return config.con_dim > 0 and config.co_dim > 0
+
+    def __init__(self, config: GRUGeneratorConfig, ic_dim: int, ci_dim: int = 0, ext_dim: int = 0):
+        super().__init__()
+        self.config = config
+        self.ext_dim = ext_dim
+        self.use_con = self.wants_controller_inputs(config) and ci_dim > 0
+        self.co_dim = config.co_dim if self.use_con else 0
+        self.fac_dim = config.fac_dim
+        gen, fac = config.gen_dim, config.fac_dim
+        self.ic_to_g0 = nn.Linear(ic_dim, gen)
+        _normal_(self.ic_to_g0.weight, ic_dim)
+        nn.init.zeros_(self.ic_to_g0.bias)
+        self.gen = GRUCell(self.co_dim + ext_dim, gen, config.cell_clip)
+        self.w_fac = nn.Parameter(torch.empty(fac, gen))
+        _normal_(self.w_fac, gen)
+        if self.use_con:
+            con = config.con_dim
+            self.con = GRUCell(ci_dim + fac, con, config.cell_clip)
+            self.con_h0 = nn.Parameter(torch.zeros(con))
+            self.to_co = nn.Linear(con, 2 * self.co_dim)
+            _normal_(self.to_co.weight, con)
+            nn.init.zeros_(self.to_co.bias)
+
+    def factor_weights(self) -> Tensor:
+        """W_f^T with unit-norm rows of W_f: [G, F]."""
+        return (self.w_fac / self.w_fac.norm(dim=1, keepdim=True)).t()
+
+    def forward(self, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor], recon_len: int,
+                sample: bool, dropout: float) -> GeneratorOutput:
+        """``ic`` [B, Z]; ``ci`` [B, T_r, C_in] or None; ``ext`` [B, T_r, E] or None."""
+        train = self.training
+        steps, bsz = recon_len, ic.shape[0]
+        g = self.ic_to_g0(_drop(ic, dropout_masks(ic.shape, dropout, ic, train)))
+        w_f = self.factor_weights()
+        gen, co = self.gen, self.co_dim
+        gen_dim = self.config.gen_dim
+        # Generator input that does not depend on the loop (external inputs and bias), time-major.
+        if ext is not None and self.ext_dim > 0:
+            gen_const = torch.matmul(ext.transpose(0, 1), gen.w_x[co:]) + gen.b
+        else:
+            gen_const = gen.b.expand(steps, bsz, 3 * gen_dim)
+        g_zr, g_n = (part.unbind(0) for part in gen.split(gen_const))  # unbind: cheap backward
+        g_masks = dropout_masks((steps, bsz, gen_dim), dropout, ic, train)
+        if not self.use_con:
+            states = []
+            for t in range(steps):
+                g = gen.step(g_zr[t], g_n[t], g)
+                states.append(g)
+            gen_states = torch.stack(states, dim=1)
+            drop = None if g_masks is None else g_masks.transpose(0, 1)
+            factors = torch.matmul(_drop(gen_states, drop), w_f)
+            return GeneratorOutput(factors, gen_states, None, None, None)
+
+        con = self.con
+        cin = ci.shape[-1]
+        ci_drop = _drop(ci, dropout_masks(ci.shape, dropout, ci, train))
+        ci_proj = torch.matmul(ci_drop.transpose(0, 1), con.w_x[:cin]) + con.b  # [T_r, B, 3C]
+        c_zr, c_n = (part.unbind(0) for part in con.split(ci_proj))
+        w_f_zr, w_f_n = con.split(con.w_x[cin:])
+        w_gen_u_zr, w_gen_u_n = gen.split(gen.w_x[:co])
+        f_masks = dropout_masks((steps + 1, bsz, self.fac_dim), dropout, ic, train)
+        eps = torch.randn(steps, bsz, co, dtype=ic.dtype, device=ic.device).unbind(0) if sample else None
+        var_min = self.config.co_post_var_min
+        c = self.con_h0.expand(bsz, -1)
+        f = torch.matmul(_drop(g, None if g_masks is None else dropout_masks(g.shape, dropout, g, True)), w_f)
+        gs, fs, means, stds, us = [], [], [], [], []
+        for t in range(steps):
+            fd = f if f_masks is None else f * f_masks[t]
+            c = con.step(torch.addmm(c_zr[t], fd, w_f_zr), torch.addmm(c_n[t], fd, w_f_n), c)
+            mean, logvar = self.to_co(c).chunk(2, dim=-1)
+            std = torch.sqrt(torch.exp(logvar) + var_min)
+            u = torch.addcmul(mean, std, eps[t]) if sample else mean
+            g = gen.step(torch.addmm(g_zr[t], u, w_gen_u_zr), torch.addmm(g_n[t], u, w_gen_u_n), g)
+            f = torch.matmul(g if g_masks is None else g * g_masks[t], w_f)
+            gs.append(g)
+            fs.append(f)
+            means.append(mean)
+            stds.append(std)
+            us.append(u)
+        stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
+        return GeneratorOutput(stack(fs), stack(gs), stack(us), stack(means), stack(stds))
+
+    def l2_groups(self) -> dict[str, list[Tensor]]:
+        groups = {"gen": self.gen.recurrent_kernels()}
+        if self.use_con:
+            groups["con"] = self.con.recurrent_kernels()
+        return groups

@@ -1,0 +1,119 @@
+"""Reading a spec file: YAML, ``--set`` overrides, defaults, relative paths, validation."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from ..errors import SpecError
+from .convert import structure, unstructure
+from .schema import DEFAULT_COMPONENTS, Spec
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The raw mapping of a YAML spec file, or a one-line SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec file ({type(exc).__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a YAML mapping with keys data, model, train, ..., "
+                        f"got {type(raw).__name__}")
+    return raw
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
+    """``["train.lr=0.001"]`` -> ``[(["train", "lr"], 0.001)]``; values are parsed as YAML."""
+    parsed = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item}: expected KEY=VALUE, e.g. train.lr=0.001")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item}: value is not valid YAML") from None
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
+    """A copy of ``raw`` with each ``(path, value)`` set; list items are addressed by index."""
+    raw = copy.deepcopy(raw)
+    for path, value in overrides:
+        node: Any = raw
+        for i, key in enumerate(path):
+            last = i == len(path) - 1
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise SpecError(f"--set {'.'.join(path)}: {where}: no list item {key} "
+                                    f"(the list has {len(node)})")
+                key = int(key)
+            elif not isinstance(node, dict):
+                raise SpecError(f"--set {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+    return raw
+
+
+def _with_defaults(raw: dict) -> dict:
+    model = raw.get("model")
+    if isinstance(model, dict):
+        for key, name in DEFAULT_COMPONENTS.items():
+            model.setdefault(key, {"name": name})
+    return raw
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = str((base / os.path.expanduser(data["path"])).resolve())
+    if isinstance(raw.get("output"), str):
+        raw["output"] = str((base / os.path.expanduser(raw["output"])).resolve())
+    return raw
+
+
+def load_spec(path: str | os.PathLike, overrides: Iterable[str] = (), out: str | None = None) -> Spec:
+    """Read, override, default, resolve and validate a spec file.
+
+    Relative ``data.path`` and ``output`` resolve against the spec file's folder; ``out``
+    (from ``--out``) replaces ``output`` and resolves against the working directory.
+    """
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path), parse_overrides(overrides))
+    raw = _resolve_paths(_with_defaults(raw), path.resolve().parent)
+    if out is not None:
+        raw["output"] = str(Path(out).expanduser().resolve())
+    return structure(raw, Spec, source=str(path))
+
+
+def spec_from_dict(raw: dict, source: str = "spec") -> Spec:
+    """Validate an already-resolved mapping (for example a saved run spec)."""
+    return structure(_with_defaults(copy.deepcopy(raw)), Spec, source=source)
+
+
+def spec_to_dict(spec: Spec) -> dict:
+    return unstructure(spec)
+
+
+def dump_spec(spec: Spec) -> str:
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False)

@@ -1,0 +1,152 @@
+"""The spec: frozen attrs classes read from YAML (see docs/spec-reference.md).
+
+A component field holds a :class:`Component`: the registered ``name`` and the structured
+``config`` of that component's own ``Config`` class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import attrs
+
+from .validators import finite, ge, gt, unit_interval
+
+
+@attrs.frozen
+class Component:
+    """A selected component: registered name plus its structured config."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    config: Any
+
+
+class ReadinSpec(Component):
+    kind = "readin"
+
+
+class EncoderSpec(Component):
+    kind = "encoder"
+
+
+class GeneratorSpec(Component):
+    kind = "generator"
+
+
+class ReadoutSpec(Component):
+    kind = "readout"
+
+
+class ReconstructionSpec(Component):
+    kind = "reconstruction"
+
+
+class PriorSpec(Component):
+    kind = "prior"
+
+
+class AugmentationSpec(Component):
+    kind = "augmentation"
+
+
+# Components a spec may leave out, with their default names.
+DEFAULT_COMPONENTS = {
+    "readin": "identity",
+    "encoder": "bigru",
+    "generator": "gru",
+    "readout": "linear",
+    "ic_prior": "normal",
+    "co_prior": "ar_normal",
+}
+
+
+@attrs.frozen
+class DataSpec:
+    path: str
+    batch_size: int = attrs.field(default=128, validator=ge(1))
+    bin_size_ms: Optional[float] = attrs.field(default=None, validator=gt(0))
+
+
+@attrs.frozen
+class ModelSpec:
+    readin: ReadinSpec
+    encoder: EncoderSpec
+    generator: GeneratorSpec
+    readout: ReadoutSpec
+    reconstruction: ReconstructionSpec
+    ic_prior: PriorSpec
+    co_prior: PriorSpec
+    augmentations: list[AugmentationSpec] = attrs.Factory(list)
+    dropout_rate: float = attrs.field(default=0.05, validator=unit_interval())
+
+
+@attrs.frozen
+class KLSpec:
+    ic_scale: float = attrs.field(default=1e-6, validator=ge(0.0))
+    co_scale: float = attrs.field(default=1e-6, validator=ge(0.0))
+    ramp_epochs: int = attrs.field(default=50, validator=ge(0))
+
+
+@attrs.frozen
+class L2Spec:
+    gen_scale: float = attrs.field(default=1e-4, validator=ge(0.0))
+    con_scale: float = attrs.field(default=1e-4, validator=ge(0.0))
+    ic_enc_scale: float = attrs.field(default=0.0, validator=ge(0.0))
+    ci_enc_scale: float = attrs.field(default=0.0, validator=ge(0.0))
+    ramp_epochs: int = attrs.field(default=50, validator=ge(0))
+
+
+@attrs.frozen
+class PlateauSpec:
+    enabled: bool = False
+    factor: float = attrs.field(default=0.95, validator=[gt(0.0), unit_interval()])
+    patience: int = attrs.field(default=6, validator=ge(1))
+    min_lr: float = attrs.field(default=1e-5, validator=gt(0.0))
+
+
+@attrs.frozen
+class EarlyStoppingSpec:
+    enabled: bool = True
+    patience: int = attrs.field(default=200, validator=ge(1))
+    smoothing: float = attrs.field(default=0.7, validator=[gt(0.0), unit_interval(True)])
+
+
+@attrs.frozen
+class NanSpec:
+    max_recoveries: int = attrs.field(default=3, validator=ge(0))
+    lr_factor: float = attrs.field(default=0.5, validator=[gt(0.0), unit_interval()])
+
+
+@attrs.frozen
+class TrainSpec:
+    max_epochs: int = attrs.field(default=300, validator=ge(1))
+    lr: float = attrs.field(default=0.004, validator=gt(0.0))
+    adam_eps: float = attrs.field(default=1e-8, validator=gt(0.0))
+    weight_decay: float = attrs.field(default=0.0, validator=ge(0.0))
+    grad_clip: float = attrs.field(default=200.0, validator=gt(0.0))
+    loss_scale: float = attrs.field(default=1e4, validator=[gt(0.0), finite])
+    kl: KLSpec = attrs.Factory(KLSpec)
+    l2: L2Spec = attrs.Factory(L2Spec)
+    lr_schedule: PlateauSpec = attrs.Factory(PlateauSpec)
+    early_stopping: EarlyStoppingSpec = attrs.Factory(EarlyStoppingSpec)
+    nan: NanSpec = attrs.Factory(NanSpec)
+    seed: int = 0
+    threads: Optional[int] = attrs.field(default=None, validator=ge(1))
+
+
+@attrs.frozen
+class SamplingSpec:
+    num_samples: int = attrs.field(default=50, validator=ge(1))
+    batch_size: int = attrs.field(default=2048, validator=ge(1))
+    seed: int = 0
+    plots: bool = True
+
+
+@attrs.frozen
+class Spec:
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec = attrs.Factory(TrainSpec)
+    sampling: SamplingSpec = attrs.Factory(SamplingSpec)
+    output: str = "runs/lfads"

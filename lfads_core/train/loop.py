@@ -1,0 +1,215 @@
+"""The training loop: plain PyTorch, no files and no Ray.
+
+Loss = loss_scale · (recon + ramp_kl·(λ_ic·KL_ic + λ_co·KL_co) + ramp_l2·Σ_k λ_k·L2_k + penalty),
+with recon the mean NLL per observed element and KLs summed over dimensions and time, averaged
+over trials (docs/user-guide.md, "Loss and scales").
+
+Hyperparameters that may change between epochs live in :attr:`Trainer.hparams`, keyed by their
+spec path (``train.lr``, ``model.dropout_rate``, ``train.kl.ic_scale``,
+``model.augmentations.0.rate``, ...); :meth:`Trainer.set_hparams` applies them, the learning rate
+inside the optimizer included. :meth:`state_dict` holds the whole training state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Optional
+
+import torch
+
+from ..data.batches import TensorSplit, batches
+from ..errors import TrainingError
+from ..model.lfads import LFADS
+from ..spec.schema import TrainSpec
+from .schedules import plateau_step, ramp, smooth
+
+L2_KEYS = {"gen": "gen_scale", "con": "con_scale", "ic_enc": "ic_enc_scale", "ci_enc": "ci_enc_scale"}
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(self, model: LFADS, augmentations: list, train: TensorSplit, valid: TensorSplit,
+                 spec: TrainSpec, batch_size: int, log: Callable[[str], None] = print):
+        self.model, self.augmentations, self.spec = model, augmentations, spec
+        self.train_data, self.valid_data = train, valid
+        self.batch_size = batch_size
+        self.log = log
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=spec.adam_eps,
+                                          weight_decay=spec.weight_decay)
+        self.hparams: dict[str, float] = {
+            "train.lr": spec.lr,
+            "model.dropout_rate": model.dropout_rate,
+            "train.kl.ic_scale": spec.kl.ic_scale,
+            "train.kl.co_scale": spec.kl.co_scale,
+            **{f"train.l2.{v}": getattr(spec.l2, v) for v in L2_KEYS.values()},
+        }
+        for i, aug in enumerate(augmentations):
+            for name in getattr(aug, "hyperparameters", ()):
+                self.hparams[f"model.augmentations.{i}.{name}"] = float(getattr(aug, name))
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.smoothed: Optional[float] = None
+        self.best = math.inf
+        self.best_epoch = -1
+        self.since_best = 0
+        self.plateau_best = math.inf
+        self.plateau_bad = 0
+        self.nan_recoveries = 0
+        self.stop_reason: Optional[str] = None
+        self.data_rng = torch.Generator().manual_seed(spec.seed)
+
+    # -- hyperparameters -------------------------------------------------------------------
+    def set_hparams(self, values: dict[str, float]) -> None:
+        """Apply new hyperparameter values (keys as in :attr:`hparams`)."""
+        for key, value in values.items():
+            if key not in self.hparams:
+                raise KeyError(f"unknown hyperparameter '{key}' (known: {', '.join(self.hparams)})")
+            self.hparams[key] = float(value)
+            if key == "train.lr":
+                for group in self.optimizer.param_groups:
+                    group["lr"] = float(value)
+            elif key == "model.dropout_rate":
+                self.model.dropout_rate = float(value)
+            elif key.startswith("model.augmentations."):
+                _, _, index, name = key.split(".")
+                setattr(self.augmentations[int(index)], name, float(value))
+
+    @property
+    def ramp_end(self) -> int:
+        return max(self.spec.kl.ramp_epochs, self.spec.l2.ramp_epochs)
+
+    # -- one pass --------------------------------------------------------------------------
+    def _total(self, terms: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
+        hp, spec = self.hparams, self.spec
+        kl = hp["train.kl.ic_scale"] * terms["kl_ic"] + hp["train.kl.co_scale"] * terms["kl_co"]
+        l2 = sum(hp[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in terms.items()
+                 if k.startswith("l2_") and k[3:] in L2_KEYS)
+        return (terms["recon"] + ramp(epoch, spec.kl.ramp_epochs) * kl
+                + ramp(epoch, spec.l2.ramp_epochs) * l2 + terms["penalty"])
+
+    def _pass(self, training: bool) -> dict[str, float]:
+        model, data = self.model, self.train_data if training else self.valid_data
+        model.train(training)
+        sums: dict[str, float] = {}
+        count = 0
+        gen = self.data_rng if training else None
+        with torch.set_grad_enabled(training):
+            for batch in batches(data, self.batch_size, gen):
+                for aug in self.augmentations:
+                    batch = aug(batch, training)
+                out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
+                terms = model.losses(out, batch)
+                total = self._total(terms, self.epoch)
+                if not torch.isfinite(total):
+                    raise NonFiniteLoss()
+                if training:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    (total * self.spec.loss_scale).backward()
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.spec.grad_clip)
+                    if not torch.isfinite(norm):
+                        raise NonFiniteLoss()
+                    self.optimizer.step()
+                n = batch.encod.shape[0]
+                count += n
+                terms["loss"] = total
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+        return {k: v / count for k, v in sums.items()}
+
+    def run_epoch(self) -> Optional[dict]:
+        """Train and validate one epoch; returns its metrics row, or None if the epoch hit a
+        non-finite loss and was rolled back (learning rate lowered)."""
+        good = copy.deepcopy(self.state_dict())
+        start = time.perf_counter()
+        try:
+            train = self._pass(True)
+            valid = self._pass(False)
+        except NonFiniteLoss:
+            self.load_state_dict(good)
+            self.nan_recoveries += 1
+            if self.nan_recoveries > self.spec.nan.max_recoveries:
+                raise TrainingError(
+                    f"non-finite loss again at epoch {self.epoch} after {self.spec.nan.max_recoveries} "
+                    f"recoveries; lower train.lr or check the data") from None
+            lr = self.hparams["train.lr"] * self.spec.nan.lr_factor
+            self.set_hparams({"train.lr": lr})
+            self.log(f"non-finite loss at epoch {self.epoch}: restored the last good state, "
+                     f"learning rate lowered to {lr:.3g} (recovery {self.nan_recoveries})")
+            return None
+        return self._finish_epoch(train, valid, time.perf_counter() - start)
+
+    def _finish_epoch(self, train: dict, valid: dict, seconds: float) -> dict:
+        spec = self.spec
+        self.smoothed = smooth(self.smoothed, valid["recon"], spec.early_stopping.smoothing)
+        eligible = self.epoch >= self.ramp_end or self.ramp_end >= spec.max_epochs
+        is_best = eligible and self.smoothed < self.best
+        if is_best:
+            self.best, self.best_epoch, self.since_best = self.smoothed, self.epoch, 0
+        elif eligible:
+            self.since_best += 1
+        if spec.lr_schedule.enabled:
+            ls = spec.lr_schedule
+            lr, self.plateau_best, self.plateau_bad = plateau_step(
+                self.hparams["train.lr"], self.plateau_best, self.smoothed, self.plateau_bad,
+                ls.factor, ls.patience, ls.min_lr)
+            if lr != self.hparams["train.lr"]:
+                self.set_hparams({"train.lr": lr})
+        row = {"epoch": self.epoch,
+               **{f"train_{k}": v for k, v in train.items() if not k.startswith("l2_")},
+               "train_l2": sum(v for k, v in train.items() if k.startswith("l2_")),
+               **{f"valid_{k}": valid[k] for k in ("loss", "recon", "kl_ic", "kl_co")},
+               "valid_recon_smooth": self.smoothed,
+               "lr": self.hparams["train.lr"],
+               "kl_ramp": ramp(self.epoch, spec.kl.ramp_epochs),
+               "l2_ramp": ramp(self.epoch, spec.l2.ramp_epochs),
+               "is_best": int(is_best), "seconds": seconds}
+        row.pop("train_penalty", None)
+        self.history.append(row)
+        self.epoch += 1
+        if self.epoch >= spec.max_epochs:
+            self.stop_reason = f"reached max_epochs ({spec.max_epochs})"
+        elif spec.early_stopping.enabled and self.since_best >= spec.early_stopping.patience:
+            self.stop_reason = (f"early stopping: no improvement of the smoothed validation "
+                                f"reconstruction for {spec.early_stopping.patience} epochs")
+        return row
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None or self.epoch >= self.spec.max_epochs
+
+    def fit(self, on_epoch_end: Callable[["Trainer", dict], None] = lambda t, r: None) -> None:
+        """Run epochs until max_epochs or early stopping; ``on_epoch_end(trainer, row)``."""
+        while not self.finished:
+            row = self.run_epoch()
+            if row is not None:
+                on_epoch_end(self, row)
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "hparams": dict(self.hparams), "epoch": self.epoch, "history": list(self.history),
+                "smoothed": self.smoothed, "best": self.best, "best_epoch": self.best_epoch,
+                "since_best": self.since_best, "plateau": (self.plateau_best, self.plateau_bad),
+                "nan_recoveries": self.nan_recoveries, "stop_reason": self.stop_reason,
+                "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.smoothed, self.best, self.best_epoch = state["smoothed"], state["best"], state["best_epoch"]
+        self.since_best = state["since_best"]
+        self.plateau_best, self.plateau_bad = state["plateau"]
+        self.nan_recoveries, self.stop_reason = state["nan_recoveries"], state["stop_reason"]
+        torch.set_rng_state(state["rng"])
+        self.data_rng.set_state(state["data_rng"])
+        if self.stop_reason and self.stop_reason.startswith("reached max_epochs") \
+                and self.epoch < self.spec.max_epochs:
+            self.stop_reason = None  # max_epochs was raised: go on
+        # After the optimizer state: every hyperparameter, the learning rate included, takes effect.
+        self.set_hparams(state["hparams"])
