@@ -81,9 +81,9 @@ def _validate(args) -> None:
 
 
 def _plugins(args) -> None:
-    from . import registry
+    from . import hooks, registry
 
-    rows = registry.listing()
+    rows = registry.listing() + hooks.listing()
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import registry
+from . import hooks, registry
 from .data.batches import TensorSplit, to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
 from .errors import DataError, RunDirError
@@ -194,6 +194,8 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         log(f"resuming {run_dir} at epoch {trainer.epoch}")
     n_train, n_valid = ds.train.n_trials, ds.valid.n_trials
     log(f"training on {n_train} trials, validating on {n_valid} ({threads} threads); run dir {run_dir}")
+    for problem in hooks.load_errors():
+        log(f"warning: {problem}")
     progress = Progress(spec.train.max_epochs, trainer.epoch)
 
     def on_epoch_end(tr: Trainer, row: dict) -> None:
@@ -204,6 +206,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         save_checkpoint(last, state)
         write_metrics(run_dir / "metrics.csv", tr.history)
         progress.update(row, spec.train.max_epochs)
+        hooks.hook().lfads_epoch_end(run_dir=run_dir, epoch=row["epoch"], metrics=row)
 
     trainer.log = progress.write
     try:
@@ -259,6 +262,7 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     if smp.plots:
         _plots(run_dir, ds, results)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    hooks.hook().lfads_run_end(run_dir=run_dir, summary=summary)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.endswith(("_r2", "_per_spike")))
     log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch + 1}, "
         f"{summary['sampling_seconds']:.1f}s)" + (f"\n{shown}" if shown else ""))

@@ -118,7 +118,7 @@ class Trainer:
                 count += n
                 terms["loss"] = total
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
         return {k: v / count for k, v in sums.items()}
 
     def run_epoch(self) -> Optional[dict]:
