@@ -86,14 +86,15 @@ class Generator(Protocol):
     """Built as ``cls(config, ic_dim=Z, ci_dim=C_in, ext_dim=E)``; exposes ``fac_dim`` (F) and
     ``co_dim`` (U; 0 when autonomous). The classmethod ``wants_controller_inputs(config)`` tells
     the assembly whether to build a controller-input encoder.
-    ``forward(ic [B, Z], ci [B, T_r, C_in] | None, ext [B, T_r, E] | None, recon_len, sample,
-    dropout)`` returns a :class:`GeneratorOutput`."""
+    ``forward(ic [B, Z], ci [B/R, T_r, C_in] | None, ext [B/R, T_r, E] | None, recon_len, sample,
+    dropout, repeats=R)`` returns a :class:`GeneratorOutput` with B rows: each trial's ``ci`` and
+    ``ext`` drive R consecutive rows of ``ic`` (R posterior samples; R = 1 in training)."""
 
     fac_dim: int
     co_dim: int
 
     def forward(self, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor], recon_len: int,
-                sample: bool, dropout: float) -> GeneratorOutput: ...
+                sample: bool, dropout: float, repeats: int = 1) -> GeneratorOutput: ...
 
     def l2_groups(self) -> dict[str, list[Tensor]]: ...
 

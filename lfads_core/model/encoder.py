@@ -81,7 +81,7 @@ class BiGRUEncoder(nn.Module):
         ci = None
         if self.use_ci:
             fwd, bwd = ci_states[0], ci_states[1].flip(1)  # both [B, T_e, H] in time order
-            lag = cfg.ci_lag
+            lag = min(cfg.ci_lag, steps)
             if lag > 0:
                 fwd = F.pad(fwd[:, : steps - lag], (0, 0, lag, 0))
                 bwd = F.pad(bwd[:, lag:], (0, 0, 0, lag))

@@ -87,9 +87,12 @@ class GRUGenerator(nn.Module):
         return (self.w_fac / self.w_fac.norm(dim=1, keepdim=True)).t()
 
     def forward(self, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor], recon_len: int,
-                sample: bool, dropout: float) -> GeneratorOutput:
-        """``ic`` [B, Z]; ``ci`` [B, T_r, C_in] or None; ``ext`` [B, T_r, E] or None."""
+                sample: bool, dropout: float, repeats: int = 1) -> GeneratorOutput:
+        """``ic`` [B, Z]; ``ci`` [B / repeats, T_r, C_in] or None; ``ext`` [B / repeats, T_r, E]
+        or None. With ``repeats`` > 1 each trial's ``ci``/``ext`` drive ``repeats`` consecutive
+        rows of ``ic`` (posterior samples); their projections are computed once per trial."""
         train = self.training
+        rep = (lambda x: x) if repeats == 1 else (lambda x: x.repeat_interleave(repeats, dim=1))
         steps, bsz = recon_len, ic.shape[0]
         g = self.ic_to_g0(_drop(ic, dropout_masks(ic.shape, dropout, ic, train)))
         w_f = self.factor_weights()
@@ -97,7 +100,7 @@ class GRUGenerator(nn.Module):
         gen_dim = self.config.gen_dim
         # Generator input that does not depend on the loop (external inputs and bias), time-major.
         if ext is not None and self.ext_dim > 0:
-            gen_const = torch.matmul(ext.transpose(0, 1), gen.w_x[co:]) + gen.b
+            gen_const = rep(torch.matmul(ext.transpose(0, 1), gen.w_x[co:]) + gen.b)
         else:
             gen_const = gen.b.expand(steps, bsz, 3 * gen_dim)
         g_zr, g_n = (part.unbind(0) for part in gen.split(gen_const))  # unbind: cheap backward
@@ -115,7 +118,7 @@ class GRUGenerator(nn.Module):
         con = self.con
         cin = ci.shape[-1]
         ci_drop = _drop(ci, dropout_masks(ci.shape, dropout, ci, train))
-        ci_proj = torch.matmul(ci_drop.transpose(0, 1), con.w_x[:cin]) + con.b  # [T_r, B, 3C]
+        ci_proj = rep(torch.matmul(ci_drop.transpose(0, 1), con.w_x[:cin]) + con.b)  # [T_r, B, 3C]
         c_zr, c_n = (part.unbind(0) for part in con.split(ci_proj))
         w_f_zr, w_f_n = con.split(con.w_x[cin:])
         w_gen_u_zr, w_gen_u_n = gen.split(gen.w_x[:co])

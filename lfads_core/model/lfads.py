@@ -61,12 +61,13 @@ class LFADS(nn.Module):
         shape = self.sessions[session]
         p = self.dropout_rate
         enc = self.encoder(self.readins[session](encod), recon_len=shape.t_out, dropout=p)
-        ic_mean, ic_std, ci = enc.ic_mean, enc.ic_std, enc.ci
+        ic_mean, ic_std = enc.ic_mean, enc.ic_std
         if n_samples > 1:
-            rep = lambda x: None if x is None else x.repeat_interleave(n_samples, dim=0)  # noqa: E731
-            ic_mean, ic_std, ci, ext = rep(ic_mean), rep(ic_std), rep(ci), rep(ext)
+            ic_mean = ic_mean.repeat_interleave(n_samples, dim=0)
+            ic_std = ic_std.repeat_interleave(n_samples, dim=0)
         ic = ic_mean + ic_std * torch.randn_like(ic_std) if sample else ic_mean
-        gen = self.generator(ic, ci, ext, recon_len=shape.t_out, sample=sample, dropout=p)
+        gen = self.generator(ic, enc.ci, ext, recon_len=shape.t_out, sample=sample, dropout=p,
+                             repeats=n_samples)
         recon = self.reconstructions[session]
         out = self.readouts[session](gen.factors)
         params = out.view(*out.shape[:-1], shape.n_out, recon.n_params)

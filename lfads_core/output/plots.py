@@ -164,7 +164,7 @@ _PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     # (title, metric keys, log y-scale)
     ("Total loss", ("train_loss", "valid_loss"), False),
     ("Reconstruction", ("train_recon", "valid_recon", "valid_recon_smooth"), False),
-    ("KL terms", ("kl_ic", "kl_co"), True),
+    ("KL terms", ("train_kl_ic", "train_kl_co", "valid_kl_ic", "valid_kl_co", "kl_ic", "kl_co"), True),
     ("Learning rate / ramps", ("lr", "kl_ramp", "l2_ramp"), True),
 )
 
@@ -242,7 +242,7 @@ def plot_training_curves(path: str | Path, rows: list[dict]) -> Path:
     Args:
         rows: one dict per epoch with ``epoch`` and any of ``train_loss``,
             ``valid_loss``, ``train_recon``, ``valid_recon``,
-            ``valid_recon_smooth``, ``kl_ic``, ``kl_co``, ``lr``, ``kl_ramp``,
+            ``valid_recon_smooth``, ``{train,valid}_kl_ic``, ``{train,valid}_kl_co``, ``lr``, ``kl_ramp``,
             ``l2_ramp``. Values may be numbers or strings (csv); missing,
             empty or non-numeric values are skipped.
     """

@@ -200,7 +200,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # never alias the source
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.smoothed, self.best, self.best_epoch = state["smoothed"], state["best"], state["best_epoch"]
         self.since_best = state["since_best"]
