@@ -102,7 +102,8 @@ class Generator(Protocol):
 @runtime_checkable
 class Readout(Protocol):
     """Built as ``cls(config, in_dim=F, out_dim=N*P)``. ``forward(f [B, T, F]) -> [B, T, N*P]``.
-    ``init_bias(bias [N*P])`` sets the output bias (used to start at the data's mean)."""
+    Optional ``init_bias(bias [N, P])`` sets the output bias (the reconstruction's
+    ``init_params`` of the data's per-channel mean, so training starts at the mean)."""
 
     def forward(self, factors: Tensor) -> Tensor: ...
 

@@ -160,7 +160,7 @@ class Progress:
             self.bar.set_postfix_str(text + ("  *" if row["is_best"] else ""), refresh=False)
             self.bar.update(1)
         else:
-            print(f"epoch {row['epoch'] + 1}/{total}  {text}  {row['seconds']:.2f}s"
+            print(f"epoch {row['epoch']}/{total}  {text}  {row['seconds']:.2f}s"
                   + ("  best" if row["is_best"] else ""), flush=True)
 
     def write(self, text: str) -> None:
@@ -214,14 +214,15 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     finally:
         progress.close()
     if trainer.stop_reason:
-        log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch + 1}")
+        log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch}")
     write_outputs(run_dir, spec, ds, model, log)
     return run_dir
 
 
 # -- outputs -------------------------------------------------------------------------------
 def load_best(run_dir: Path, model: LFADS) -> int:
-    """Load the best checkpoint's weights (the last ones if there is no best). Returns its epoch."""
+    """Load the best checkpoint's weights (the last ones if there is no best). Returns its epoch
+    (counted from 1)."""
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
         state = load_checkpoint(best)
@@ -232,7 +233,7 @@ def load_best(run_dir: Path, model: LFADS) -> int:
         raise RunDirError(f"{run_dir}: no checkpoint to sample from (train first)")
     state = load_checkpoint(last)
     model.load_state_dict(state["trainer"]["model"])
-    return int(state["trainer"]["epoch"]) - 1
+    return int(state["trainer"]["epoch"])
 
 
 def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
@@ -244,7 +245,7 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     epoch = load_best(run_dir, model)
     smp = spec.sampling
     start = time.perf_counter()
-    results, inds, summary = {}, {}, {"best_epoch": epoch + 1, "num_samples": smp.num_samples}
+    results, inds, summary = {}, {}, {"best_epoch": epoch, "num_samples": smp.num_samples}
     for name, split in ds.splits.items():
         results[name] = posterior = _sample(model, to_tensors(split), smp)
         inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
@@ -258,13 +259,13 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     write_output(run_dir / OUTPUT_FILE, results, inds,
                  {"num_samples": smp.num_samples, "bin_size_ms": ds.bin_size_ms,
                   "output_params_units": units, "reconstruction": recon_name,
-                  "best_epoch": epoch + 1, "data_path": ds.path}, units=units)
+                  "best_epoch": epoch, "data_path": ds.path}, units=units)
     if smp.plots:
         _plots(run_dir, ds, results)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     hooks.hook().lfads_run_end(run_dir=run_dir, summary=summary)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.endswith(("_r2", "_per_spike")))
-    log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch + 1}, "
+    log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch}, "
         f"{summary['sampling_seconds']:.1f}s)" + (f"\n{shown}" if shown else ""))
     return summary
 

@@ -78,7 +78,7 @@ def test_training_improves_valid_recon(data):
     rows = [trainer.run_epoch() for _ in range(15)]
     assert all(r is not None for r in rows)
     assert trainer.epoch == 15 and len(trainer.history) == 15
-    assert [r["epoch"] for r in rows] == list(range(15))
+    assert [r["epoch"] for r in rows] == list(range(1, 16))  # epochs completed, from 1
     first = rows[0]["valid_recon"]
     last = min(r["valid_recon"] for r in rows[-3:])
     assert all(math.isfinite(r["valid_recon"]) and math.isfinite(r["train_loss"]) for r in rows)
@@ -95,7 +95,7 @@ def test_fit_stops_at_max_epochs(data):
     trainer = make_trainer(data, max_epochs=3)
     seen = []
     trainer.fit(lambda t, row: seen.append(row["epoch"]))
-    assert seen == [0, 1, 2] and trainer.finished
+    assert seen == [1, 2, 3] and trainer.finished
     assert trainer.stop_reason and "max_epochs" in trainer.stop_reason
 
 
@@ -274,7 +274,7 @@ def test_nan_once_is_rolled_back_and_training_continues(data, monkeypatch):
     assert logs and "non-finite" in logs[-1]
 
     row = t.run_epoch()
-    assert row is not None and row["epoch"] == 1 and t.epoch == 2
+    assert row is not None and row["epoch"] == 2 and t.epoch == 2
     assert row["lr"] == pytest.approx(0.005)
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["valid_recon"])
 

@@ -4,11 +4,15 @@ resolved through the registry, and errors formatted as ``path.to.field: what was
 from __future__ import annotations
 
 import difflib
+import re
+import typing
 from typing import Any
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
 
 from .. import registry
 from ..errors import PluginError, SpecError
@@ -39,13 +43,33 @@ def _strict(tp: type):
     return hook
 
 
+def _strict_list(tp, converter: cattrs.Converter):
+    inner = list_structure_factory(tp, converter)
+
+    def hook(value, _):
+        if not isinstance(value, list):
+            raise _TypeMismatch("a list", value)
+        return inner(value, tp)
+    return hook
+
+
+def _strict_class(cls, converter: cattrs.Converter):
+    inner = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+
+    def hook(value, _):
+        if not isinstance(value, dict):
+            raise _TypeMismatch("a mapping", value)
+        return inner(value, cls)
+    return hook
+
+
 def _structure_component(converter: cattrs.Converter):
     def hook(value, cls):
         kind = cls.kind
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, dict):
-            raise _TypeMismatch(f"a mapping with a 'name' key selecting a {kind}", value)
+            raise _TypeMismatch(f"a mapping with a 'name' key selecting {_article(kind)} {kind}", value)
         if "name" not in value:
             raise SpecError(f"missing 'name' (installed {kind}s: {', '.join(registry.names(kind))})")
         name = value["name"]
@@ -58,6 +82,10 @@ def _structure_component(converter: cattrs.Converter):
     return hook
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _unstructure_component(converter: cattrs.Converter):
     def hook(component: Component) -> dict:
         return {"name": component.name, **converter.unstructure(component.config)}
@@ -68,6 +96,8 @@ def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     for tp in (int, float, str, bool):
         conv.register_structure_hook(tp, _strict(tp))
+    conv.register_structure_hook_factory(attrs.has, _strict_class)
+    conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, _strict_list)
     is_component = lambda t: isinstance(t, type) and issubclass(t, Component)  # noqa: E731
     conv.register_structure_hook_func(is_component, _structure_component(conv))
     conv.register_unstructure_hook_func(is_component, _unstructure_component(conv))
@@ -88,8 +118,8 @@ def _format(exc: BaseException, _type) -> str:
         return "\x01".join(parts)
     if isinstance(exc, FieldError):
         return f"\x00{exc.field}\x00{exc.message}"
-    if isinstance(exc, KeyError):
-        return f"\x00{exc.args[0]}\x00required field missing"
+    if isinstance(exc, KeyError):  # cattrs already put the field in the path
+        return "required field missing"
     if isinstance(exc, (PluginError, SpecError, _TypeMismatch)):
         return str(exc)
     if isinstance(exc, TypeError) and "required positional argument" in str(exc):
@@ -105,7 +135,8 @@ def error_lines(exc: BaseException) -> list[str]:
     lines = []
     for raw in cattrs.transform_error(exc, path="$", format_exception=_format):
         message, _, path = raw.rpartition(" @ ")
-        path = path.removeprefix("$").removeprefix(".")
+        # list items as in --set paths: model.augmentations.0.rate
+        path = re.sub(r"\[(\d+)\]", r".\1", path).removeprefix("$").removeprefix(".")
         for part in message.split("\x01"):
             if part.startswith("\x00"):
                 _, field, text = part.split("\x00", 2)

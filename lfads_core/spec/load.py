@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,6 +13,20 @@ import yaml
 from ..errors import SpecError
 from .convert import structure, unstructure
 from .schema import DEFAULT_COMPONENTS, Spec
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -24,7 +39,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read spec file ({type(exc).__name__})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -44,7 +59,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
         if not sep or not key.strip():
             raise SpecError(f"--set {item}: expected KEY=VALUE, e.g. train.lr=0.001")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _yaml(text) if text.strip() else None
         except yaml.YAMLError:
             raise SpecError(f"--set {item}: value is not valid YAML") from None
         parsed.append((key.strip().split("."), value))
@@ -70,6 +85,8 @@ def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
                 node[key] = value
             else:
                 if isinstance(node, dict) and node.get(key) is None:
+                    if path[i + 1].isdigit():
+                        raise SpecError(f"--set {'.'.join(path)}: {where} has no list item {path[i + 1]}")
                     node[key] = {}
                 node = node[key]
     return raw
@@ -80,10 +97,13 @@ def _with_defaults(raw: dict) -> dict:
     if isinstance(model, dict):
         for key, name in DEFAULT_COMPONENTS.items():
             model.setdefault(key, {"name": name})
+            if isinstance(model[key], dict):  # e.g. only a --set of one parameter
+                model[key].setdefault("name", name)
     return raw
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
+    raw.setdefault("output", "runs/lfads")
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data["path"] = str((base / os.path.expanduser(data["path"])).resolve())

@@ -55,7 +55,7 @@ class Trainer:
         self.history: list[dict] = []
         self.smoothed: Optional[float] = None
         self.best = math.inf
-        self.best_epoch = -1
+        self.best_epoch = 0  # epoch (from 1) of the best smoothed validation reconstruction
         self.since_best = 0
         self.plateau_best = math.inf
         self.plateau_bad = 0
@@ -134,11 +134,11 @@ class Trainer:
             self.nan_recoveries += 1
             if self.nan_recoveries > self.spec.nan.max_recoveries:
                 raise TrainingError(
-                    f"non-finite loss again at epoch {self.epoch} after {self.spec.nan.max_recoveries} "
+                    f"non-finite loss again in epoch {self.epoch + 1} after {self.spec.nan.max_recoveries} "
                     f"recoveries; lower train.lr or check the data") from None
             lr = self.hparams["train.lr"] * self.spec.nan.lr_factor
             self.set_hparams({"train.lr": lr})
-            self.log(f"non-finite loss at epoch {self.epoch}: restored the last good state, "
+            self.log(f"non-finite loss in epoch {self.epoch + 1}: restored the last good state, "
                      f"learning rate lowered to {lr:.3g} (recovery {self.nan_recoveries})")
             return None
         return self._finish_epoch(train, valid, time.perf_counter() - start)
@@ -149,7 +149,7 @@ class Trainer:
         eligible = self.epoch >= self.ramp_end or self.ramp_end >= spec.max_epochs
         is_best = eligible and self.smoothed < self.best
         if is_best:
-            self.best, self.best_epoch, self.since_best = self.smoothed, self.epoch, 0
+            self.best, self.best_epoch, self.since_best = self.smoothed, self.epoch + 1, 0
         elif eligible:
             self.since_best += 1
         if spec.lr_schedule.enabled:
@@ -159,9 +159,10 @@ class Trainer:
                 ls.factor, ls.patience, ls.min_lr)
             if lr != self.hparams["train.lr"]:
                 self.set_hparams({"train.lr": lr})
-        row = {"epoch": self.epoch,
+        row = {"epoch": self.epoch + 1,  # epochs completed, counted from 1
                **{f"train_{k}": v for k, v in train.items() if not k.startswith("l2_")},
-               "train_l2": sum(v for k, v in train.items() if k.startswith("l2_")),
+               "train_l2": sum(self.hparams[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in train.items()
+                               if k.startswith("l2_") and k[3:] in L2_KEYS),
                **{f"valid_{k}": valid[k] for k in ("loss", "recon", "kl_ic", "kl_co")},
                "valid_recon_smooth": self.smoothed,
                "lr": self.hparams["train.lr"],
@@ -211,5 +212,8 @@ class Trainer:
         if self.stop_reason and self.stop_reason.startswith("reached max_epochs") \
                 and self.epoch < self.spec.max_epochs:
             self.stop_reason = None  # max_epochs was raised: go on
+        if self.stop_reason and self.stop_reason.startswith("early stopping") \
+                and self.since_best < self.spec.early_stopping.patience:
+            self.stop_reason = None  # patience was raised: go on
         # After the optimizer state: every hyperparameter, the learning rate included, takes effect.
         self.set_hparams(state["hparams"])

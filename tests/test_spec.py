@@ -1,0 +1,648 @@
+"""In-process tests of the spec: YAML -> frozen attrs classes, ``--set`` overrides, defaults,
+relative paths, round trips, and one-line :class:`SpecError` messages naming the field path and
+what was expected. Also: every exception of :mod:`lfads_core.errors` survives pickling."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lfads_core import errors, registry
+from lfads_core.errors import SpecError
+from lfads_core.spec.load import (apply_overrides, dump_spec, load_spec, parse_overrides,
+                                  spec_from_dict, spec_to_dict)
+from lfads_core.spec.schema import DEFAULT_COMPONENTS, SamplingSpec, Spec, TrainSpec
+from lfads_core.spec.validators import FieldError
+
+REPO = Path(__file__).resolve().parents[1]
+LORENZ_YAML = REPO / "examples" / "lorenz.yaml"
+
+# A small, valid raw spec (no data file is needed to structure a spec).
+BASE = {
+    "data": {"path": "data/small.h5", "batch_size": 16},
+    "model": {
+        "encoder": {"name": "bigru", "ic_enc_dim": 8, "ci_enc_dim": 4, "ic_dim": 4, "ci_lag": 1},
+        "generator": {"name": "gru", "gen_dim": 8, "con_dim": 4, "co_dim": 2, "fac_dim": 4},
+        "reconstruction": {"name": "poisson"},
+        "ic_prior": {"name": "normal", "variance": 0.1},
+        "augmentations": [{"name": "coordinated_dropout", "rate": 0.1}],
+    },
+    "train": {"max_epochs": 2},
+}
+
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def raw_with(*sets: tuple[str, object]) -> dict:
+    """BASE with ``(dotted.path, value)`` pairs set (through apply_overrides, as ``--set`` does)."""
+    return apply_overrides(BASE, [(path.split("."), value) for path, value in sets])
+
+
+def spec_error(raw: dict) -> str:
+    """The message of the SpecError raised by structuring ``raw``; checks it is one line."""
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(raw)
+    return one_line(info.value)
+
+
+def one_line(exc: BaseException) -> str:
+    msg = str(exc)
+    assert msg.strip(), "empty error message"
+    assert len(msg.splitlines()) == 1 and "\n" not in msg, f"not one line: {msg!r}"
+    assert "Traceback" not in msg
+    return msg
+
+
+def names_path(msg: str, path: str) -> bool:
+    """The message names ``path`` (list items may read ``a.0.b`` or ``a[0].b``)."""
+    bracketed = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", path)
+    return path in msg or bracketed in msg
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------------------- #
+# Valid specs, defaults
+# --------------------------------------------------------------------------------------- #
+def test_base_spec_structures():
+    spec = spec_from_dict(BASE)
+    assert isinstance(spec, Spec)
+    assert spec.model.generator.name == "gru"
+    assert spec.model.generator.config.gen_dim == 8
+    assert spec.model.augmentations[0].config.rate == 0.1
+    assert spec.train.max_epochs == 2
+    assert spec.data.batch_size == 16
+
+
+def test_spec_from_dict_does_not_mutate_its_input():
+    raw = copy.deepcopy(BASE)
+    spec_from_dict(raw)
+    assert raw == BASE
+
+
+def test_defaults_filled_for_omitted_components():
+    raw = {"data": {"path": "x.h5"}, "model": {"reconstruction": {"name": "poisson"}}}
+    spec = spec_from_dict(raw)
+    for key, name in DEFAULT_COMPONENTS.items():
+        comp = getattr(spec.model, key)
+        assert comp.name == name, key
+        assert comp.config == registry.load(comp.kind, name).Config(), key
+    assert spec.model.augmentations == []
+    assert spec.train == TrainSpec()
+    assert spec.sampling == SamplingSpec()
+    assert spec.output == "runs/lfads"
+
+
+def test_component_given_as_bare_name():
+    spec = spec_from_dict(raw_with(("model.reconstruction", "poisson")))
+    assert spec.model.reconstruction.name == "poisson"
+
+
+def test_int_accepted_for_float_fields():
+    spec = spec_from_dict(raw_with(("train.lr", 1), ("model.ic_prior.variance", 2)))
+    assert spec.train.lr == 1.0 and isinstance(spec.train.lr, float)
+    assert isinstance(spec.model.ic_prior.config.variance, float)
+
+
+def test_lorenz_example_loads():
+    spec = load_spec(LORENZ_YAML)
+    assert spec.model.reconstruction.name == "poisson"
+    assert spec.data.path == str((LORENZ_YAML.parent / "data" / "lorenz.h5").resolve())
+
+
+# --------------------------------------------------------------------------------------- #
+# Wrong types
+# --------------------------------------------------------------------------------------- #
+@pytest.mark.parametrize("path, value, expected", [
+    ("model.generator.gen_dim", "64", "expected an integer"),
+    ("model.generator.gen_dim", 1.5, "expected an integer"),
+    ("model.generator.gen_dim", 64.0, "expected an integer"),
+    ("model.generator.gen_dim", True, "expected an integer"),
+    ("model.generator.gen_dim", None, "expected an integer"),
+    ("model.generator.gen_dim", [64], "expected an integer"),
+    ("model.encoder.ci_lag", "1", "expected an integer"),
+    ("data.batch_size", "16", "expected an integer"),
+    ("train.max_epochs", False, "expected an integer"),
+    ("train.threads", "2", "expected an integer"),
+    ("train.lr", "0.001", "expected a number"),
+    ("train.lr", True, "expected a number"),
+    ("model.dropout_rate", "0.1", "expected a number"),
+    ("model.augmentations.0.rate", "0.2", "expected a number"),
+    ("model.ic_prior.variance", {"a": 1}, "expected a number"),
+    ("data.path", 5, "expected a string"),
+    ("output", 3.5, "expected a string"),
+    ("sampling.plots", "yes", "true or false"),
+    ("sampling.plots", 1, "true or false"),
+    ("train.early_stopping.enabled", 0, "true or false"),
+])
+def test_wrong_type_is_a_one_line_error_with_path(path, value, expected):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path), msg
+    assert expected in msg, msg
+
+
+INT_FIELDS = ["model.generator.gen_dim", "model.generator.fac_dim", "model.encoder.ic_dim",
+              "model.encoder.ci_lag", "data.batch_size", "train.max_epochs", "train.seed",
+              "train.kl.ramp_epochs", "sampling.num_samples", "train.threads"]
+
+not_an_int = st.one_of(
+    st.text(max_size=12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@SETTINGS
+@given(path=st.sampled_from(INT_FIELDS), value=not_an_int)
+def test_any_non_int_for_an_int_field_is_rejected(path, value):
+    if path == "train.threads" and value is None:
+        return  # Optional
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path), msg
+    assert "expected an integer" in msg, msg
+
+
+@SETTINGS
+@given(path=st.sampled_from(["train.lr", "model.dropout_rate", "model.ic_prior.variance",
+                             "train.kl.ic_scale", "model.augmentations.0.rate"]),
+       value=st.one_of(st.text(max_size=12), st.booleans(), st.none(),
+                       st.lists(st.floats(), max_size=2)))
+def test_any_non_number_for_a_float_field_is_rejected(path, value):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path), msg
+    assert "expected a number" in msg, msg
+
+
+@SETTINGS
+@given(value=st.integers(min_value=1, max_value=10_000))
+def test_valid_ints_are_accepted(value):
+    spec = spec_from_dict(raw_with(("model.generator.gen_dim", value), ("train.seed", value)))
+    assert spec.model.generator.config.gen_dim == value
+    assert type(spec.model.generator.config.gen_dim) is int
+
+
+@pytest.mark.parametrize("value", [{}, {"a": 1}, "coordinated_dropout"])
+def test_list_field_rejects_a_non_list(value):
+    msg = spec_error(raw_with(("model.augmentations", value)))
+    assert "model.augmentations" in msg and "list" in msg, msg
+
+
+@pytest.mark.parametrize("path, value", [("data", 5), ("data", None), ("model", []),
+                                         ("train", 3), ("sampling", []), ("train.kl", "x")])
+def test_section_that_is_not_a_mapping(path, value):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path) and "expected a mapping" in msg, msg
+
+
+@pytest.mark.parametrize("path, value", [("data", 5), ("model", []), ("train", 3)])
+def test_section_that_is_not_a_mapping_is_still_one_line(path, value):
+    msg = spec_error(raw_with((path, value)))
+    assert msg.startswith(f"spec: {path}"), msg
+
+
+@pytest.mark.parametrize("path", ["model.generator", "model.reconstruction",
+                                  "model.augmentations.0"])
+@pytest.mark.parametrize("value", [5, None, [1]])
+def test_component_that_is_not_a_mapping(path, value):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path) and "mapping with a 'name' key" in msg, msg
+
+
+def test_component_name_of_wrong_type():
+    msg = spec_error(raw_with(("model.generator.name", 5)))
+    assert "model.generator" in msg and "expected a string" in msg, msg
+
+
+# --------------------------------------------------------------------------------------- #
+# Out-of-range values
+# --------------------------------------------------------------------------------------- #
+@pytest.mark.parametrize("path, value, expected", [
+    ("model.generator.gen_dim", -1, ">= 1"),
+    ("model.generator.gen_dim", 0, ">= 1"),
+    ("model.generator.fac_dim", -40, ">= 1"),
+    ("model.encoder.ic_dim", -4, ">= 1"),
+    ("model.encoder.ci_lag", -1, ">= 0"),
+    ("data.batch_size", 0, ">= 1"),
+    ("train.max_epochs", 0, ">= 1"),
+    ("train.lr", 0.0, "> 0"),
+    ("train.lr", -0.1, "> 0"),
+    ("train.lr", math.nan, "> 0"),
+    ("train.kl.ramp_epochs", -1, ">= 0"),
+    ("train.kl.ic_scale", -1e-6, ">= 0"),
+    ("model.dropout_rate", 1.0, "in [0, 1)"),
+    ("model.dropout_rate", -0.1, "in [0, 1)"),
+    ("model.augmentations.0.rate", 1.0, "in [0, 1)"),
+    ("model.augmentations.0.rate", 1.5, "in [0, 1)"),
+    ("train.early_stopping.smoothing", 1.5, "in [0, 1]"),
+    ("model.ic_prior.variance", -1.0, "> 0"),
+    ("sampling.num_samples", 0, ">= 1"),
+    ("data.bin_size_ms", -10, "> 0"),
+    ("train.loss_scale", math.inf, "finite"),
+])
+def test_out_of_range_is_a_one_line_error_with_path(path, value, expected):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path), msg
+    assert "must be" in msg and expected in msg, msg
+    assert repr(value) in msg or str(float(value)) in msg, msg  # shows what it got
+
+
+@SETTINGS
+@given(path=st.sampled_from(["model.generator.gen_dim", "model.generator.fac_dim",
+                             "model.encoder.ic_enc_dim", "model.encoder.ic_dim", "data.batch_size",
+                             "sampling.num_samples"]),
+       value=st.integers(max_value=0))
+def test_non_positive_dims_are_rejected(path, value):
+    msg = spec_error(raw_with((path, value)))
+    assert names_path(msg, path) and "must be >= 1" in msg, msg
+
+
+@SETTINGS
+@given(value=st.one_of(st.floats(min_value=1.0), st.floats(max_value=-1e-12)))
+def test_rates_outside_unit_interval_are_rejected(value):
+    msg = spec_error(raw_with(("model.augmentations.0.rate", value)))
+    assert names_path(msg, "model.augmentations.0.rate") and "must be in [0, 1)" in msg, msg
+
+
+def test_several_problems_are_reported_on_one_line():
+    msg = spec_error(raw_with(("model.generator.gen_dim", 0), ("train.lr", "x")))
+    assert "more problem" in msg, msg
+
+
+# --------------------------------------------------------------------------------------- #
+# Unknown keys and component names, missing fields
+# --------------------------------------------------------------------------------------- #
+@pytest.mark.parametrize("path, suggestion", [
+    ("model.generator.gen_dimm", "gen_dim"),
+    ("model.encoder.ic_enc_dims", "ic_enc_dim"),
+    ("data.batch_sise", "batch_size"),
+    ("trian", "train"),
+    ("train.kl.ramp_epoch", "ramp_epochs"),
+    ("model.augmentations.0.rat", "rate"),
+    ("model.dropout", "dropout_rate"),
+])
+def test_misspelt_key_names_the_key_and_suggests(path, suggestion):
+    msg = spec_error(raw_with((path, 3)))
+    assert names_path(msg, path), msg
+    assert "unknown key" in msg and f"did you mean '{suggestion}'" in msg, msg
+
+
+def test_unknown_key_lists_the_allowed_keys():
+    msg = spec_error(raw_with(("model.generator.bogus_field", 1)))
+    assert "model.generator.bogus_field" in msg
+    for allowed in ("gen_dim", "con_dim", "co_dim", "fac_dim"):
+        assert allowed in msg
+
+
+@pytest.mark.parametrize("path, kind, bad, good", [
+    ("model.reconstruction.name", "reconstruction", "poison", "poisson"),
+    ("model.generator.name", "generator", "gur", "gru"),
+    ("model.ic_prior.name", "prior", "normall", "normal"),
+    ("model.augmentations.0.name", "augmentation", "coordinated_dropuot", "coordinated_dropout"),
+])
+def test_unknown_component_lists_installed_and_suggests(path, kind, bad, good):
+    raw = raw_with((path, bad))
+    if path == "model.ic_prior.name":
+        raw["model"]["ic_prior"] = {"name": bad}
+    msg = spec_error(raw)
+    assert names_path(msg, path.rsplit(".", 1)[0]), msg
+    assert f"'{bad}'" in msg and f"did you mean '{good}'" in msg, msg
+    for name in registry.names(kind):
+        assert name in msg, f"installed {kind} {name} not listed: {msg}"
+
+
+def test_unknown_component_without_close_match_lists_installed():
+    msg = spec_error(raw_with(("model.reconstruction.name", "zzzzzz")))
+    assert "installed" in msg and "poisson" in msg and "gaussian" in msg, msg
+
+
+def test_component_without_name():
+    msg = spec_error(raw_with(("model.reconstruction", {"scale": 3})))
+    assert "model.reconstruction" in msg and "name" in msg and "poisson" in msg, msg
+
+
+@pytest.mark.parametrize("raw, path", [
+    ({"model": {"reconstruction": "poisson"}}, "data"),
+    ({"data": {"path": "x"}}, "model"),
+    ({"data": {"path": "x"}, "model": {}}, "model.reconstruction"),
+    ({"data": {}, "model": {"reconstruction": "poisson"}}, "data.path"),
+])
+def test_missing_required_field_names_its_path(raw, path):
+    msg = spec_error(raw)
+    assert msg.startswith(f"spec: {path}: required field missing"), msg
+
+
+@pytest.mark.parametrize("raw, path", [
+    ({"data": {"path": "x"}, "model": {}}, "model.reconstruction"),
+    ({"data": {}, "model": {"reconstruction": "poisson"}}, "data.path"),
+])
+def test_missing_required_field_is_one_line(raw, path):
+    msg = spec_error(raw)
+    assert path in msg and "required field missing" in msg, msg
+
+
+# --------------------------------------------------------------------------------------- #
+# Reading files
+# --------------------------------------------------------------------------------------- #
+def test_yaml_syntax_error(tmp_path):
+    path = write(tmp_path / "broken.yaml", "data: {path: x\nmodel: [\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    msg = one_line(info.value)
+    assert str(path) in msg and "YAML syntax error" in msg and "line 2" in msg, msg
+
+
+def test_yaml_tab_indentation_error(tmp_path):
+    path = write(tmp_path / "tabs.yaml", "data:\n  path: x\n\tmodel: 3\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "line 3" in one_line(info.value)
+
+
+@pytest.mark.parametrize("text, got", [("", "NoneType"), ("- 1\n- 2\n", "list"), ("3\n", "int")])
+def test_spec_file_not_a_mapping(tmp_path, text, got):
+    path = write(tmp_path / "s.yaml", text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    msg = one_line(info.value)
+    assert str(path) in msg and "mapping" in msg and f"got {got}" in msg, msg
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "nope.yaml")
+    msg = one_line(info.value)
+    assert "nope.yaml" in msg and "not found" in msg
+
+
+def test_spec_path_is_a_directory(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path)
+    assert str(tmp_path) in one_line(info.value)
+
+
+def test_error_from_a_file_names_the_file(tmp_path):
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(raw_with(("model.generator.gen_dim", -2))))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    msg = one_line(info.value)
+    assert str(path) in msg and "model.generator.gen_dim: must be >= 1, got -2" in msg, msg
+
+
+# --------------------------------------------------------------------------------------- #
+# --set overrides
+# --------------------------------------------------------------------------------------- #
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("0.5", 0.5), ("1.0e-3", 0.001), ("-2", -2), ("true", True), ("false", False),
+    ("null", None), ("~", None), ("", None), ("abc", "abc"), ("'3'", "3"), ('"64"', "64"),
+    ("[1, 2]", [1, 2]), ("{name: normal, variance: 0.2}", {"name": "normal", "variance": 0.2}),
+    ("a=b", "a=b"), (".inf", math.inf),
+])
+def test_parse_overrides_values(text, value):
+    [(path, parsed)] = parse_overrides([f"train.kl.x={text}"])
+    assert path == ["train", "kl", "x"]
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_parse_overrides_exponent_without_dot():
+    [(_, value)] = parse_overrides(["train.lr=1e-3"])
+    assert value == 0.001
+
+
+@SETTINGS
+@given(value=st.one_of(st.integers(), st.booleans(),
+                       st.floats(allow_nan=False, allow_infinity=False).map(lambda x: x + 0.5)))
+def test_parse_overrides_round_trips_yaml_scalars(value):
+    [(_, parsed)] = parse_overrides([f"a.b={yaml.safe_dump(value).splitlines()[0]}"])
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("item", ["noequals", "=3", " =3"])
+def test_parse_overrides_bad_syntax(item):
+    with pytest.raises(SpecError) as info:
+        parse_overrides([item])
+    msg = one_line(info.value)
+    assert "KEY=VALUE" in msg and "--set" in msg
+
+
+def test_parse_overrides_bad_yaml_value():
+    with pytest.raises(SpecError) as info:
+        parse_overrides(["train.lr=[1, 2"])
+    assert "train.lr" in one_line(info.value)
+
+
+def test_apply_overrides_nested_and_new_keys():
+    raw = apply_overrides(BASE, parse_overrides(["model.generator.gen_dim=32", "train.kl.ramp_epochs=0",
+                                                 "sampling.num_samples=7"]))
+    assert raw["model"]["generator"]["gen_dim"] == 32
+    assert raw["train"]["kl"] == {"ramp_epochs": 0}
+    assert raw["sampling"] == {"num_samples": 7}
+    assert BASE["model"]["generator"]["gen_dim"] == 8 and "kl" not in BASE["train"]  # copy
+
+
+def test_apply_overrides_list_index():
+    raw = apply_overrides(BASE, parse_overrides(["model.augmentations.0.rate=0.2"]))
+    assert raw["model"]["augmentations"][0] == {"name": "coordinated_dropout", "rate": 0.2}
+    spec = spec_from_dict(raw)
+    assert spec.model.augmentations[0].config.rate == 0.2
+
+
+def test_apply_overrides_later_wins():
+    raw = apply_overrides(BASE, parse_overrides(["train.lr=0.1", "train.lr=0.2"]))
+    assert raw["train"]["lr"] == 0.2
+
+
+@pytest.mark.parametrize("item", ["model.augmentations.1.rate=0.2", "model.augmentations.x.rate=0.2"])
+def test_apply_overrides_bad_list_index(item):
+    with pytest.raises(SpecError) as info:
+        apply_overrides(BASE, parse_overrides([item]))
+    msg = one_line(info.value)
+    assert "model.augmentations" in msg and "list" in msg, msg
+
+
+def test_apply_overrides_through_a_scalar():
+    with pytest.raises(SpecError) as info:
+        apply_overrides(BASE, parse_overrides(["model.generator.gen_dim.x=3"]))
+    msg = one_line(info.value)
+    assert "model.generator.gen_dim" in msg and "not a mapping" in msg, msg
+
+
+def test_load_spec_with_overrides(tmp_path):
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(BASE))
+    spec = load_spec(path, ["model.augmentations.0.rate=0.2", "model.generator.gen_dim=16",
+                            "train.kl.ramp_epochs=0", "model.ic_prior={name: normal, variance: 0.3}"])
+    assert spec.model.augmentations[0].config.rate == 0.2
+    assert spec.model.generator.config.gen_dim == 16
+    assert spec.train.kl.ramp_epochs == 0
+    assert spec.model.ic_prior.config.variance == 0.3
+
+
+def test_overrides_are_validated(tmp_path):
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(BASE))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["model.augmentations.0.rate=1.0"])
+    msg = one_line(info.value)
+    assert names_path(msg, "model.augmentations.0.rate") and "in [0, 1)" in msg, msg
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["model.generator.gen_dim='64'"])
+    assert "model.generator.gen_dim: expected an integer, got str '64'" in one_line(info.value)
+
+
+def test_override_replaces_a_component(tmp_path):
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(BASE))
+    spec = load_spec(path, ["model.reconstruction.name=gaussian"])
+    assert spec.model.reconstruction.name == "gaussian"
+
+
+def test_override_param_of_an_omitted_component(tmp_path):
+    raw = copy.deepcopy(BASE)
+    del raw["model"]["ic_prior"]
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(raw))
+    spec = load_spec(path, ["model.ic_prior.variance=0.2"])
+    assert spec.model.ic_prior.name == "normal" and spec.model.ic_prior.config.variance == 0.2
+
+
+def test_override_list_item_of_a_missing_list(tmp_path):
+    raw = copy.deepcopy(BASE)
+    del raw["model"]["augmentations"]
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(raw))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["model.augmentations.0.rate=0.2"])
+    msg = one_line(info.value).replace(str(path), "SPEC")
+    assert "unknown augmentation" not in msg, msg
+    assert "model.augmentations" in msg and "list" in msg, msg
+
+
+# --------------------------------------------------------------------------------------- #
+# Paths and --out
+# --------------------------------------------------------------------------------------- #
+def test_relative_paths_resolve_against_the_spec_folder(tmp_path, monkeypatch):
+    raw = copy.deepcopy(BASE)
+    raw["data"]["path"] = "../data/x.h5"
+    raw["output"] = "runs/a"
+    path = write(tmp_path / "specs" / "spec.yaml", yaml.safe_dump(raw))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(Path("..") / "specs" / "spec.yaml")
+    assert spec.data.path == str((tmp_path / "data" / "x.h5").resolve())
+    assert spec.output == str((tmp_path / "specs" / "runs" / "a").resolve())
+
+
+def test_absolute_paths_are_kept(tmp_path):
+    raw = copy.deepcopy(BASE)
+    raw["data"]["path"] = str(tmp_path / "abs.h5")
+    raw["output"] = str(tmp_path / "out")
+    spec = load_spec(write(tmp_path / "s" / "spec.yaml", yaml.safe_dump(raw)))
+    assert spec.data.path == str(tmp_path / "abs.h5")
+    assert spec.output == str(tmp_path / "out")
+
+
+def test_relative_path_override_resolves_against_the_spec_folder(tmp_path):
+    path = write(tmp_path / "s" / "spec.yaml", yaml.safe_dump(BASE))
+    spec = load_spec(path, ["data.path=other.h5"])
+    assert spec.data.path == str((tmp_path / "s" / "other.h5").resolve())
+
+
+def test_out_overrides_output_and_resolves_against_cwd(tmp_path, monkeypatch):
+    raw = copy.deepcopy(BASE)
+    raw["output"] = "runs/a"
+    path = write(tmp_path / "s" / "spec.yaml", yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert load_spec(path, out="mine").output == str(tmp_path / "mine")
+    assert load_spec(path, out=str(tmp_path / "x" / "y")).output == str(tmp_path / "x" / "y")
+    assert load_spec(path).output == str(tmp_path / "s" / "runs" / "a")
+
+
+# --------------------------------------------------------------------------------------- #
+# Round trips
+# --------------------------------------------------------------------------------------- #
+def test_dump_load_round_trip_lorenz(tmp_path):
+    spec = load_spec(LORENZ_YAML)
+    text = dump_spec(spec)
+    assert spec_from_dict(yaml.safe_load(text)) == spec
+    again = load_spec(write(tmp_path / "elsewhere" / "resolved.yaml", text))
+    assert again == spec
+    assert dump_spec(again) == text
+
+
+def test_dumped_spec_names_every_component():
+    raw = yaml.safe_load(dump_spec(spec_from_dict(BASE)))
+    for key in DEFAULT_COMPONENTS:
+        assert isinstance(raw["model"][key]["name"], str)
+    assert raw["model"]["augmentations"] == [{"name": "coordinated_dropout", "rate": 0.1}]
+    assert raw["model"]["generator"]["gen_dim"] == 8
+    assert spec_to_dict(spec_from_dict(BASE)) == raw
+
+
+@SETTINGS
+@given(gen_dim=st.integers(1, 512), rate=st.floats(0.0, 0.99), lr=st.floats(1e-6, 1.0),
+       n_aug=st.integers(0, 2), plots=st.booleans(), bin_ms=st.one_of(st.none(), st.floats(0.1, 50)))
+def test_round_trip_random_specs(gen_dim, rate, lr, n_aug, plots, bin_ms):
+    raw = raw_with(("model.generator.gen_dim", gen_dim), ("train.lr", lr),
+                   ("sampling.plots", plots), ("data.bin_size_ms", bin_ms),
+                   ("model.augmentations", [{"name": "coordinated_dropout", "rate": rate}] * n_aug))
+    spec = spec_from_dict(raw)
+    assert spec_from_dict(yaml.safe_load(dump_spec(spec))) == spec
+
+
+def test_spec_is_frozen_and_hashable_parts():
+    spec = spec_from_dict(BASE)
+    with pytest.raises(Exception):
+        spec.train.lr = 1.0  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------- #
+# Exceptions pickle
+# --------------------------------------------------------------------------------------- #
+ERROR_CLASSES = sorted(
+    (cls for _, cls in inspect.getmembers(errors, inspect.isclass)
+     if issubclass(cls, BaseException) and cls.__module__ == errors.__name__),
+    key=lambda c: c.__name__)
+
+
+def test_errors_module_has_the_expected_classes():
+    names = {c.__name__ for c in ERROR_CLASSES}
+    assert {"LfadsError", "SpecError", "DataError", "PluginError", "RunDirError",
+            "TrainingError"} <= names
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_error_pickles(cls, protocol):
+    exc = cls("model.generator.gen_dim: must be >= 1, got 0")
+    back = pickle.loads(pickle.dumps(exc, protocol=protocol))
+    assert type(back) is cls
+    assert str(back) == str(exc)
+    assert back.args == exc.args
+    assert getattr(back, "message", None) == getattr(exc, "message", None)
+    if issubclass(cls, errors.LfadsError):
+        assert isinstance(back, errors.LfadsError)
+
+
+def test_raised_spec_error_pickles():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(raw_with(("model.generator.gen_dim", "64")))
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is SpecError and str(back) == str(info.value)
+
+
+def test_field_error_pickles():
+    exc = FieldError("gen_dim", "must be >= 1, got 0")
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.field, back.message, str(back)) == (exc.field, exc.message, str(exc))
