@@ -16,8 +16,15 @@ from .errors import LfadsError
 SUBCOMMANDS = ("validate", "plugins", "synth", "sample")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="lfads-run",
         description="Train LFADS on the data of a spec file, then write posterior samples and plots. "
                     f"Subcommands: {', '.join(SUBCOMMANDS)} (lfads-run SUBCOMMAND --help).")
@@ -32,7 +39,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _sub_parser(cmd: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"lfads-run {cmd}")
+    p = _Parser(prog=f"lfads-run {cmd}")
     if cmd == "validate":
         p.description = "Check a spec and its data without training; print a summary."
         p.add_argument("spec")
@@ -137,6 +144,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `lfads-run plugins | head`
+        sys.stderr.close()
+        return 0
     return 0
 
 

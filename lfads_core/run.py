@@ -119,10 +119,21 @@ def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path
                 diff = _first_difference(_strip(old), _strip(new)) if isinstance(old, dict) else "unreadable"
                 raise RunDirError(f"{run_dir} holds a run of a different spec ({diff}); use another "
                                   f"--out or --force to move the old run aside and start over")
-            aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
             shutil.move(str(run_dir), aside)
             log(f"moved the previous run to {aside}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"output {run_dir}: cannot create the run directory "
+                          f"({exc.strerror or exc})") from None
+    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed
+        stale.unlink()
     atomic_write_text(run_dir / SPEC_FILE, dump_spec(spec))
     return run_dir
 

@@ -424,6 +424,18 @@ def test_parse_overrides_exponent_without_dot():
     assert value == 0.001
 
 
+def test_exponent_without_dot_in_a_spec_file(tmp_path):
+    text = yaml.safe_dump(BASE).replace("max_epochs: 2", "max_epochs: 2\n  lr: 1e-3\n  adam_eps: 1E-7")
+    spec = load_spec(write(tmp_path / "spec.yaml", text))
+    assert spec.train.lr == 0.001 and spec.train.adam_eps == 1e-7
+
+
+def test_component_with_a_default_but_without_name_gets_the_default():
+    spec = spec_from_dict(raw_with(("model.encoder", {"ic_dim": 3})))
+    assert spec.model.encoder.name == DEFAULT_COMPONENTS["encoder"]
+    assert spec.model.encoder.config.ic_dim == 3
+
+
 @SETTINGS
 @given(value=st.one_of(st.integers(), st.booleans(),
                        st.floats(allow_nan=False, allow_infinity=False).map(lambda x: x + 0.5)))
