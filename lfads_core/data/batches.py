@@ -1,0 +1,51 @@
+"""Tensors of a split and batches of trials (:class:`~lfads_core.protocols.Batch`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..protocols import Batch
+from .h5 import Split
+
+
+@dataclasses.dataclass
+class TensorSplit:
+    """A split as tensors: NaNs zeroed in ``encod``/``recon``; ``mask`` is 1 where recon is observed."""
+
+    encod: Tensor  # [n, T_e, N_in]
+    recon: Tensor  # [n, T_r, N]
+    mask: Tensor  # [n, T_r, N] float
+    ext: Optional[Tensor] = None  # [n, T_r, E]
+    session: int = 0
+
+    @property
+    def n_trials(self) -> int:
+        return self.encod.shape[0]
+
+
+def to_tensors(split: Split, session: int = 0) -> TensorSplit:
+    recon = split.recon if split.recon is not None else np.full(split.encod.shape, np.nan, np.float32)
+    finite = np.isfinite(recon)
+    ext = torch.from_numpy(split.ext) if split.ext is not None else None
+    return TensorSplit(encod=torch.from_numpy(np.nan_to_num(split.encod, nan=0.0)),
+                       recon=torch.from_numpy(np.where(finite, recon, 0.0).astype(np.float32)),
+                       mask=torch.from_numpy(finite.astype(np.float32)), ext=ext, session=session)
+
+
+def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None
+            ) -> Iterator[Batch]:
+    """Batches in order, or shuffled with ``generator``; the last batch may be smaller."""
+    n = data.n_trials
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        mask = data.mask[idx]
+        yield Batch(encod=data.encod[idx], recon=data.recon[idx], loss_mask=mask,
+                    grad_mask=torch.ones_like(mask, dtype=torch.bool),
+                    ext=data.ext[idx] if data.ext is not None else None,
+                    session=data.session, index=idx)

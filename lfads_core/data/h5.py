@@ -1,0 +1,167 @@
+"""Reading and checking LFADS input files (HDF5, keys of docs/user-guide.md "Data format")."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from ..errors import DataError
+
+REQUIRED = ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of one session. Arrays are float32 [trials, T, channels]."""
+
+    name: str
+    encod: np.ndarray  # [n, T_e, N_in]
+    recon: Optional[np.ndarray]  # [n, T_r, N] (None for test data without targets)
+    ext: Optional[np.ndarray] = None  # [n, T_r, E]
+    truth: Optional[np.ndarray] = None  # [n, T_r, N] ground-truth signal in output units
+    inds: Optional[np.ndarray] = None  # [n] trial indices in the original order
+
+    @property
+    def n_trials(self) -> int:
+        return self.encod.shape[0]
+
+
+@dataclasses.dataclass
+class Dataset:
+    path: str
+    splits: dict[str, Split]
+    bin_size_ms: Optional[float] = None
+
+    @property
+    def train(self) -> Split:
+        return self.splits["train"]
+
+    @property
+    def valid(self) -> Split:
+        return self.splits["valid"]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(N_in, N, T_e, T_r, E)."""
+        tr = self.train
+        ext = tr.ext.shape[-1] if tr.ext is not None else 0
+        return tr.encod.shape[2], tr.recon.shape[2], tr.encod.shape[1], tr.recon.shape[1], ext
+
+
+def _read(f: h5py.File, key: str, path: str) -> np.ndarray:
+    obj = f[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a group, expected an array")
+    return np.asarray(obj[()], dtype=np.float32)
+
+
+def _check3d(arr: np.ndarray, key: str, path: str) -> None:
+    if arr.ndim != 3:
+        raise DataError(f"{path}: '{key}' must have 3 dimensions [trials, time, channels], "
+                        f"got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{path}: '{key}' has no trials")
+
+
+def load_dataset(path: str) -> Dataset:
+    """Load and check one session file. Every problem is a one-line DataError naming the file."""
+    if not os.path.exists(path):
+        raise DataError(f"data.path: file not found: {path}")
+    if os.path.isdir(path):
+        raise DataError(f"data.path: {path} is a directory, expected an HDF5 file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise DataError(f"{path}: not a readable HDF5 file") from None
+    with f:
+        missing = [k for k in REQUIRED if k not in f]
+        if missing:
+            raise DataError(f"{path}: missing dataset '{missing[0]}' (required: {', '.join(REQUIRED)})")
+        splits = {}
+        for name in ("train", "valid", "test"):
+            if f"{name}_encod_data" not in f:
+                continue
+            encod = _read(f, f"{name}_encod_data", path)
+            _check3d(encod, f"{name}_encod_data", path)
+            recon = None
+            if f"{name}_recon_data" in f:
+                recon = _read(f, f"{name}_recon_data", path)
+                _check3d(recon, f"{name}_recon_data", path)
+            split = Split(name, encod, recon)
+            for key, attr in ((f"{name}_ext_input", "ext"), (f"{name}_truth", "truth")):
+                if key in f:
+                    arr = _read(f, key, path)
+                    if attr == "truth":
+                        factor = f[key].attrs.get("conversion_factor", f.attrs.get("conversion_factor", 1.0))
+                        arr = arr * np.float32(factor)
+                    setattr(split, attr, arr)
+            if f"{name}_inds" in f:
+                split.inds = np.asarray(f[f"{name}_inds"][()]).astype(np.int64).reshape(-1)
+            splits[name] = split
+        bin_size = f.attrs.get("bin_size_ms", f.attrs.get("bin_size", None))
+    ds = Dataset(path, splits, float(bin_size) if bin_size is not None else None)
+    check_shapes(ds)
+    return ds
+
+
+def check_shapes(ds: Dataset) -> None:
+    """Encod/recon trial counts and channel/time sizes must agree across splits."""
+    path = ds.path
+    ref = ds.train
+    for split in ds.splits.values():
+        n = split.n_trials
+        e = split.encod
+        if split.recon is not None:
+            r = split.recon
+            if r.shape[0] != n:
+                raise DataError(f"{path}: {split.name}_encod_data has {n} trials but "
+                                f"{split.name}_recon_data has {r.shape[0]}")
+            if r.shape[1] < e.shape[1]:
+                raise DataError(f"{path}: {split.name}_recon_data has {r.shape[1]} bins, fewer than "
+                                f"the {e.shape[1]} of {split.name}_encod_data")
+            if r.shape[1:] != ref.recon.shape[1:]:
+                raise DataError(f"{path}: {split.name}_recon_data is {tuple(r.shape[1:])} per trial "
+                                f"but train_recon_data is {tuple(ref.recon.shape[1:])}")
+        if e.shape[1:] != ref.encod.shape[1:]:
+            raise DataError(f"{path}: {split.name}_encod_data is {tuple(e.shape[1:])} per trial "
+                            f"but train_encod_data is {tuple(ref.encod.shape[1:])}")
+        t_r = ref.recon.shape[1]
+        if split.ext is not None:
+            x = split.ext
+            if x.ndim != 3 or x.shape[0] != n or x.shape[1] not in (e.shape[1], t_r):
+                raise DataError(f"{path}: {split.name}_ext_input must be [{n}, {t_r}, E], "
+                                f"got {tuple(x.shape)}")
+            if x.shape[1] < t_r:
+                split.ext = np.pad(x, ((0, 0), (0, t_r - x.shape[1]), (0, 0)))
+            if np.isnan(split.ext).any():
+                raise DataError(f"{path}: {split.name}_ext_input contains NaN")
+        if split.truth is not None and (split.recon is None or split.truth.shape != split.recon.shape):
+            split.truth = None  # truth of another layout is kept out of metrics, not an error
+        if split.inds is not None and split.inds.shape[0] != n:
+            raise DataError(f"{path}: {split.name}_inds has {split.inds.shape[0]} entries for {n} trials")
+    ext_dims = {s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
+    if len(ext_dims) > 1:
+        raise DataError(f"{path}: {'_ext_input'} is missing from some splits or differs in size")
+
+
+def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
+    """Data must lie in the reconstruction's support; NaNs only with an augmentation for them."""
+    for split in ds.splits.values():
+        for kind, arr in (("encod", split.encod), ("recon", split.recon)):
+            if arr is None:
+                continue
+            key = f"{split.name}_{kind}_data"
+            nan = np.isnan(arr)
+            if np.isinf(arr).any():
+                raise DataError(f"{ds.path}: {key} contains infinite values")
+            if nan.any() and not allow_nan:
+                raise DataError(f"{ds.path}: {key} contains {int(nan.sum())} NaN values and no "
+                                f"augmentation in model.augmentations handles NaN (such as SBTT from lfads-calcium)")
+            if kind == "recon":
+                problem = recon.check_data(arr[~nan])
+                if problem:
+                    raise DataError(f"{ds.path}: {key} {problem} (model.reconstruction: {recon_name})")
