@@ -55,7 +55,7 @@ def random_cell(in_dim, hidden, clip, seed, scale=1.0):
 
 
 def cell_step(cell: GRUCell, x, h):
-    x_zr, x_n = cell.split(cell.project(x))
+    x_zr, x_n = cell.project(x)
     return cell.step(x_zr, x_n, h)
 
 
@@ -115,6 +115,12 @@ def test_zero_input_cell():
 # --------------------------------------------------------------------------- #
 
 
+def run_stack(stack, x):
+    """StackedGRU takes time-major input [K, T, B, in] and returns T states [K, B, H]:
+    this gives them batch-major, [K, B, T, in] -> [K, B, T, H]."""
+    return torch.stack(stack(x.transpose(1, 2)), dim=2)
+
+
 @pytest.mark.parametrize("k,in_dim,hidden,clip", [(1, 3, 4, 5.0), (2, 5, 3, 5.0), (4, 2, 6, 0.7), (3, 4, 5, 0.0)])
 def test_stacked_equals_separate_cells(k, in_dim, hidden, clip):
     torch.manual_seed(k)
@@ -124,7 +130,7 @@ def test_stacked_equals_separate_cells(k, in_dim, hidden, clip):
         stack.w_x.mul_(2.0)
     bsz, steps = 3, 6
     x = torch.randn(k, bsz, steps, in_dim, dtype=torch.float64) * 2
-    states = stack(x)
+    states = run_stack(stack, x)
     assert states.shape == (k, bsz, steps, hidden)
     for i in range(k):
         cell = GRUCell(in_dim, hidden, clip).double()
@@ -149,10 +155,10 @@ def test_stacked_directions_are_independent():
     torch.manual_seed(0)
     stack = StackedGRU(3, 2, 4)
     x = torch.randn(3, 2, 5, 2)
-    base = stack(x)
+    base = run_stack(stack, x)
     x2 = x.clone()
     x2[1] += 1.0
-    moved = stack(x2)
+    moved = run_stack(stack, x2)
     torch.testing.assert_close(moved[0], base[0])
     torch.testing.assert_close(moved[2], base[2])
     assert (moved[1] - base[1]).abs().max() > 1e-4
@@ -162,7 +168,7 @@ def test_stacked_gradients_match_separate_cells():
     torch.manual_seed(1)
     stack = StackedGRU(2, 3, 4).double()
     x = torch.randn(2, 2, 5, 3, dtype=torch.float64)
-    stack(x).sum().backward()
+    run_stack(stack, x).sum().backward()
     for i in range(2):
         cell = GRUCell(3, 4).double()
         with torch.no_grad():
@@ -205,13 +211,13 @@ def test_clip_bounds_state_over_a_sequence(clip):
     stack = StackedGRU(2, 3, 8, clip)
     with torch.no_grad():
         stack.w_x.mul_(20.0)
-    states = stack(torch.randn(2, 4, 30, 3) * 5)
+    states = run_stack(stack, torch.randn(2, 4, 30, 3) * 5)
     assert states.abs().max() <= clip + 1e-7
     assert states.abs().max() >= clip - 1e-6  # the clip was active
 
     unclipped = StackedGRU(2, 3, 8, 0.0)
     unclipped.load_state_dict(stack.state_dict())
-    assert unclipped(torch.randn(2, 4, 30, 3) * 5).abs().max() > clip
+    assert run_stack(unclipped, torch.randn(2, 4, 30, 3) * 5).abs().max() > clip
 
 
 def test_no_clip_when_zero():

@@ -61,26 +61,26 @@ class BiGRUEncoder(nn.Module):
         """``x`` [B, T_e, D] -> :class:`EncoderOutput` (ci [B, recon_len, 2H_ci] or None)."""
         cfg = self.config
         bsz, steps, _ = x.shape
-        x = F.dropout(x, dropout, self.training)
+        x = F.dropout(x, dropout, self.training).transpose(0, 1)  # time-major [T_e, B, D]
         t_ic = min(cfg.ic_enc_seq_len or steps, steps)
-        x_ic = x[:, :t_ic]
-        ic_bwd_in = x_ic.flip(1)
-        if t_ic < steps and self.shared:
-            ic_bwd_in = F.pad(ic_bwd_in, (0, 0, 0, steps - t_ic))
-        if self.shared:
-            x_ic_fwd = x
-            seqs = torch.stack([x_ic_fwd, ic_bwd_in, x, x.flip(1)])
-            states = self.rnn(seqs)
-            ic_states, ci_states = states[:2], states[2:]
+        rev = x.flip(0)
+        ic_bwd_in = x[:t_ic].flip(0)
+        if self.shared:  # one stack of 4: ic fwd, ic bwd, ci fwd, ci bwd (equal lengths)
+            if t_ic < steps:
+                ic_bwd_in = F.pad(ic_bwd_in, (0, 0, 0, 0, 0, steps - t_ic))
+            states = self.rnn(torch.stack([x, ic_bwd_in, x, rev]))
+            ic_last = states[t_ic - 1][:2]
+            ci_states = [h[2:] for h in states] if self.use_ci else None
         else:
-            ic_states = self.rnn(torch.stack([x_ic, ic_bwd_in]))
-            ci_states = self.ci_rnn(torch.stack([x, x.flip(1)])) if self.use_ci else None
-        h_ic = torch.cat([ic_states[0, :, t_ic - 1], ic_states[1, :, t_ic - 1]], dim=-1)
+            ic_last = self.rnn(torch.stack([x[:t_ic], ic_bwd_in]))[-1]
+            ci_states = self.ci_rnn(torch.stack([x, rev])) if self.use_ci else None
+        h_ic = torch.cat([ic_last[0], ic_last[1]], dim=-1)
         mean, logvar = self.to_ic(F.dropout(h_ic, dropout, self.training)).chunk(2, dim=-1)
         std = torch.sqrt(torch.exp(logvar) + cfg.ic_post_var_min)
         ci = None
         if self.use_ci:
-            fwd, bwd = ci_states[0], ci_states[1].flip(1)  # both [B, T_e, H] in time order
+            both = torch.stack(ci_states, dim=2)  # [2, B, T_e, H]
+            fwd, bwd = both[0], both[1].flip(1)  # both in time order
             lag = min(cfg.ci_lag, steps)
             if lag > 0:
                 fwd = F.pad(fwd[:, : steps - lag], (0, 0, lag, 0))

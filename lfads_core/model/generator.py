@@ -33,7 +33,8 @@ def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor, active: bool) 
     """Scaled dropout masks (1/(1-p) or 0) for a whole sequence at once, or None when off."""
     if not active or p <= 0.0:
         return None
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1.0 - p) / (1.0 - p)
+    keep = torch.rand(shape, dtype=like.dtype, device=like.device) >= p  # faster than bernoulli_
+    return keep.to(like.dtype) / (1.0 - p)
 
 
 def _drop(x: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -100,10 +101,10 @@ class GRUGenerator(nn.Module):
         gen_dim = self.config.gen_dim
         # Generator input that does not depend on the loop (external inputs and bias), time-major.
         if ext is not None and self.ext_dim > 0:
-            gen_const = rep(torch.matmul(ext.transpose(0, 1), gen.w_x[co:]) + gen.b)
+            g_zr, g_n = (rep(p) for p in gen.project(ext.transpose(0, 1), slice(co, None)))
         else:
-            gen_const = gen.b.expand(steps, bsz, 3 * gen_dim)
-        g_zr, g_n = (part.unbind(0) for part in gen.split(gen_const))  # unbind: cheap backward
+            g_zr, g_n = (b.expand(steps, bsz, -1) for b in gen.bias())
+        g_zr, g_n = g_zr.unbind(0), g_n.unbind(0)  # per-step views; unbind has a cheap backward
         g_masks = dropout_masks((steps, bsz, gen_dim), dropout, ic, train)
         if not self.use_con:
             states = []
@@ -118,10 +119,10 @@ class GRUGenerator(nn.Module):
         con = self.con
         cin = ci.shape[-1]
         ci_drop = _drop(ci, dropout_masks(ci.shape, dropout, ci, train))
-        ci_proj = rep(torch.matmul(ci_drop.transpose(0, 1), con.w_x[:cin]) + con.b)  # [T_r, B, 3C]
-        c_zr, c_n = (part.unbind(0) for part in con.split(ci_proj))
-        w_f_zr, w_f_n = con.split(con.w_x[cin:])
-        w_gen_u_zr, w_gen_u_n = gen.split(gen.w_x[:co])
+        # Encoder part of the controller input, all steps at once, time-major [T_r, B, 2C | C].
+        c_zr, c_n = (rep(p).unbind(0) for p in con.project(ci_drop.transpose(0, 1), slice(None, cin)))
+        w_f_zr, w_f_n = con.weights(slice(cin, None))
+        w_gen_u_zr, w_gen_u_n = gen.weights(slice(None, co))
         f_masks = dropout_masks((steps + 1, bsz, self.fac_dim), dropout, ic, train)
         eps = torch.randn(steps, bsz, co, dtype=ic.dtype, device=ic.device).unbind(0) if sample else None
         var_min = self.config.co_post_var_min

@@ -54,15 +54,22 @@ class GRUCell(nn.Module):
         self.w_hn = nn.Parameter(torch.empty(hidden, hidden))
         _init_gru(self.w_x, self.b, self.w_hzr, self.w_hn, in_dim, hidden)
 
-    def project(self, x: Tensor) -> Tensor:
-        """Input projection with bias: [..., in_dim] -> [..., 3H]."""
-        if self.in_dim == 0:
-            return self.b.expand(*x.shape[:-1], 3 * self.hidden)
-        return torch.matmul(x, self.w_x) + self.b
+    def project(self, x: Tensor, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """Input projection with bias of ``x`` [..., in] through the input-weight rows ``rows``
+        (a part of the cell's input), as separate (z/r [..., 2H], candidate [..., H]) parts:
+        separate GEMMs avoid concatenating their gradients in the backward pass."""
+        hd = self.hidden
+        w = self.w_x[rows]
+        return (torch.matmul(x, w[:, : 2 * hd]) + self.b[: 2 * hd],
+                torch.matmul(x, w[:, 2 * hd:]) + self.b[2 * hd:])
 
-    def split(self, xp: Tensor) -> tuple[Tensor, Tensor]:
-        """Projected input [..., 3H] -> (z/r part [..., 2H], candidate part [..., H])."""
-        return xp.split([2 * self.hidden, self.hidden], dim=-1)
+    def weights(self, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """Input weights of a part of the input: ([in_part, 2H], [in_part, H])."""
+        w = self.w_x[rows]
+        return w[:, : 2 * self.hidden], w[:, 2 * self.hidden:]
+
+    def bias(self) -> tuple[Tensor, Tensor]:
+        return self.b[: 2 * self.hidden], self.b[2 * self.hidden:]
 
     def step(self, x_zr: Tensor, x_n: Tensor, h: Tensor) -> Tensor:
         """Projected input parts ``x_zr`` [B, 2H], ``x_n`` [B, H]; ``h`` [B, H] -> [B, H]."""
@@ -84,21 +91,23 @@ class StackedGRU(nn.Module):
         self.w_hn = nn.Parameter(torch.empty(k, hidden, hidden))
         _init_gru(self.w_x, self.b, self.w_hzr, self.w_hn, in_dim, hidden)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` [K, B, T, in_dim] -> states [K, B, T, H] (state after reading each bin)."""
-        k, bsz, steps, _ = x.shape
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``x`` [K, T, B, in_dim] (time-major) -> the states after each bin: T tensors [K, B, H]."""
+        k, steps, bsz, _ = x.shape
         hd = self.hidden
-        xp = torch.baddbmm(self.b, x.reshape(k, bsz * steps, self.in_dim), self.w_x)
-        xp = xp.view(k, bsz, steps, 3 * hd).permute(2, 0, 1, 3).contiguous()  # [T, K, B, 3H]
-        # unbind (not indexing): its backward stacks the step gradients once instead of
-        # filling a full-size zero tensor per step.
-        x_zr, x_n = (part.unbind(0) for part in xp.split([2 * hd, hd], dim=-1))
+        flat = x.reshape(k, steps * bsz, self.in_dim)
+        # One GEMM per gate group for the whole sequence, time-major so that each step's input
+        # is a view; unbind (not indexing) so the backward stacks the step gradients once.
+        x_zr = torch.baddbmm(self.b[..., : 2 * hd], flat, self.w_x[..., : 2 * hd])
+        x_n = torch.baddbmm(self.b[..., 2 * hd:], flat, self.w_x[..., 2 * hd:])
+        x_zr = x_zr.view(k, steps, bsz, 2 * hd).unbind(1)
+        x_n = x_n.view(k, steps, bsz, hd).unbind(1)
         h = x.new_zeros(k, bsz, hd)
         states = []
         for t in range(steps):
             h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip)
             states.append(h)
-        return torch.stack(states, dim=2)
+        return states
 
     def recurrent_kernels(self, i: int) -> list[Tensor]:
         return [self.w_hzr[i], self.w_hn[i]]
