@@ -259,3 +259,33 @@ def test_stacked_recurrent_kernels_are_views():
     assert ks[0].requires_grad  # L2 on them reaches the parameter
     (ks[0].square().sum()).backward()
     assert stack.w_hzr.grad[0].abs().sum() == 0 and stack.w_hzr.grad[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("clip", [1.0, 2.5, 5.0])
+def test_clamping_only_the_first_step_is_exact(clip):
+    """clip_at: clamping the first step only gives the same states and gradients as clamping
+    every step, also from an initial state far outside ±clip."""
+    from lfads_core.model.gru import clip_at, gru_step
+
+    torch.manual_seed(3)
+    hidden, bsz, steps = 6, 4, 12
+    cell = GRUCell(3, hidden, clip).double()
+    xs = torch.randn(steps, bsz, 3, dtype=torch.float64) * 3
+    h0 = torch.randn(bsz, hidden, dtype=torch.float64) * 4 * clip
+
+    def run(every_step: bool):
+        cell.zero_grad()
+        h = h0.clone().requires_grad_()
+        out, state = [], h
+        for t in range(steps):
+            x_zr, x_n = cell.project(xs[t])
+            c = clip if every_step else clip_at(t, clip)
+            state = gru_step(x_zr, x_n, state, cell.w_hzr, cell.w_hn, c)
+            out.append(state)
+        out = torch.stack(out)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        return out.detach(), h.grad.clone(), cell.w_hn.grad.clone()
+
+    for a, b in zip(run(True), run(False)):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert run(True)[0].abs().max() <= clip + 1e-12

@@ -109,7 +109,7 @@ class GRUGenerator(nn.Module):
         if not self.use_con:
             states = []
             for t in range(steps):
-                g = gen.step(g_zr[t], g_n[t], g)
+                g = gen.step(g_zr[t], g_n[t], g, t)
                 states.append(g)
             gen_states = torch.stack(states, dim=1)
             drop = None if g_masks is None else g_masks.transpose(0, 1)
@@ -131,11 +131,11 @@ class GRUGenerator(nn.Module):
         gs, fs, means, stds, us = [], [], [], [], []
         for t in range(steps):
             fd = f if f_masks is None else f * f_masks[t]
-            c = con.step(torch.addmm(c_zr[t], fd, w_f_zr), torch.addmm(c_n[t], fd, w_f_n), c)
+            c = con.step(torch.addmm(c_zr[t], fd, w_f_zr), torch.addmm(c_n[t], fd, w_f_n), c, t)
             mean, logvar = self.to_co(c).chunk(2, dim=-1)
             std = torch.sqrt(torch.exp(logvar) + var_min)
             u = torch.addcmul(mean, std, eps[t]) if sample else mean
-            g = gen.step(torch.addmm(g_zr[t], u, w_gen_u_zr), torch.addmm(g_n[t], u, w_gen_u_n), g)
+            g = gen.step(torch.addmm(g_zr[t], u, w_gen_u_zr), torch.addmm(g_n[t], u, w_gen_u_n), g, t)
             f = torch.matmul(g if g_masks is None else g * g_masks[t], w_f)
             gs.append(g)
             fs.append(f)

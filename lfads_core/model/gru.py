@@ -8,6 +8,11 @@ recurrent weights ~ N(0, 1/H).
 For speed the input projections of a whole sequence are one GEMM (:meth:`project`), and a
 stack of K independent cells with the same sizes (e.g. the forward and backward directions of
 two encoders) runs as one batched matmul per step.
+
+Clipping is exact but cheap: ``h'`` is a convex combination of ``h`` and ``n`` with
+``|n| < 1``, so once ``|h| <= clip`` (clip >= 1) every later state stays within ``±clip`` and
+clamping it changes neither values nor gradients. :func:`clip_at` therefore clamps only the
+first step (the initial state may be larger), and every step when clip < 1.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ def gru_step(x_zr: Tensor, x_n: Tensor, h: Tensor, w_hzr: Tensor, w_hn: Tensor, 
     n = torch.tanh(torch.addmm(x_n, rh, w_hn) if h.dim() == 2 else torch.baddbmm(x_n, rh, w_hn))
     h = torch.lerp(n, h, z)  # z * h + (1 - z) * n
     return h.clamp(-clip, clip) if clip > 0 else h
+
+
+def clip_at(step: int, clip: float) -> float:
+    """The clip to apply at ``step`` (0 = no clamp) for the same result as clamping every step."""
+    return clip if (step == 0 or clip < 1.0) else 0.0
 
 
 def _init_gru(w_x: Tensor, b: Tensor, w_hzr: Tensor, w_hn: Tensor, in_dim: int, hidden: int) -> None:
@@ -71,9 +81,10 @@ class GRUCell(nn.Module):
     def bias(self) -> tuple[Tensor, Tensor]:
         return self.b[: 2 * self.hidden], self.b[2 * self.hidden:]
 
-    def step(self, x_zr: Tensor, x_n: Tensor, h: Tensor) -> Tensor:
-        """Projected input parts ``x_zr`` [B, 2H], ``x_n`` [B, H]; ``h`` [B, H] -> [B, H]."""
-        return gru_step(x_zr, x_n, h, self.w_hzr, self.w_hn, self.clip)
+    def step(self, x_zr: Tensor, x_n: Tensor, h: Tensor, t: int = 0) -> Tensor:
+        """Projected input parts ``x_zr`` [B, 2H], ``x_n`` [B, H]; ``h`` [B, H] -> [B, H].
+        ``t`` is the step index (see :func:`clip_at`)."""
+        return gru_step(x_zr, x_n, h, self.w_hzr, self.w_hn, clip_at(t, self.clip))
 
     def recurrent_kernels(self) -> list[Tensor]:
         return [self.w_hzr, self.w_hn]
@@ -105,7 +116,8 @@ class StackedGRU(nn.Module):
         h = x.new_zeros(k, bsz, hd)
         states = []
         for t in range(steps):
-            h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip)
+            # From a zero state |h| < 1 always, so clip >= 1 never binds (see clip_at).
+            h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip if self.clip < 1 else 0.0)
             states.append(h)
         return states
 
