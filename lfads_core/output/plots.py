@@ -24,10 +24,15 @@ MAX_NEURON_ROWS = 4
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    """Save ``fig`` as PNG to ``path`` (parent created if needed)."""
+    """Save ``fig`` as PNG to ``path`` atomically (parent created if needed)."""
+    import io
+
+    from ..train.checkpoint import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
