@@ -31,7 +31,7 @@ class HookSpecs:
 
 
 @functools.cache
-def _manager() -> tuple[pluggy.PluginManager, tuple[dict, ...]]:
+def _manager() -> tuple[pluggy.PluginManager, tuple[dict, ...], tuple[str, ...]]:
     pm = pluggy.PluginManager("lfads")
     pm.add_hookspecs(HookSpecs)
     rows = []
@@ -45,16 +45,28 @@ def _manager() -> tuple[pluggy.PluginManager, tuple[dict, ...]]:
             row["status"] = f"error: hook plugin '{ep.name}' from {dist} {version} failed to load: " \
                             f"{type(exc).__name__}: {exc}"
         rows.append(row)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"hook plugin {exc.plugin_name}: {exc}") from None
-    return pm, tuple(rows)
+    invalid = []
+    while True:  # a hookimpl that matches no hookspec (a misspelt hook) is an error
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            pm.unregister(exc.plugin)
+            invalid.append(f"hook plugin {name}: {exc}")
+            for row in rows:
+                if name.startswith(f"{row['name']} ("):
+                    row["status"] = f"error: {exc}"
+    return pm, tuple(rows), tuple(invalid)
 
 
 def hook():
-    """The relay to call hooks: ``hook().lfads_epoch_end(run_dir=..., epoch=..., metrics=...)``."""
-    return _manager()[0].hook
+    """The relay to call hooks: ``hook().lfads_epoch_end(run_dir=..., epoch=..., metrics=...)``.
+    Raises PluginError if an installed hook plugin implements a hook that does not exist."""
+    pm, _, invalid = _manager()
+    if invalid:
+        raise PluginError(invalid[0])
+    return pm.hook
 
 
 def listing() -> list[dict]:

@@ -189,6 +189,7 @@ class Progress:
 def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Train (or resume) the run of ``spec``, then sample and write outputs. Returns the run dir."""
     threads = set_threads(spec.train.threads)
+    hooks.hook()  # a misspelt hook in a hook plugin is an error before anything is written
     ds = load_data(spec)
     model, augs = make_model(spec, ds)
     run_dir = prepare_run_dir(spec, force, log)

@@ -329,3 +329,20 @@ def test_nan_every_time_fit_raises(data, monkeypatch):
     monkeypatch.setattr(t.model, "losses", losses)
     with pytest.raises(TrainingError):
         t.fit()
+
+
+def test_same_seed_same_run(data):
+    """Deterministic seeding: two runs from the same seed give the same metrics and weights."""
+    runs = []
+    for _ in range(2):
+        t = make_trainer(data, seed=0)
+        t.run_epoch()
+        t.run_epoch()
+        runs.append(t)
+    a, b = runs
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert_same_params(params_of(a), params_of(b))
+    other = make_trainer(data, seed=1)
+    other.run_epoch()
+    assert other.history[0]["train_loss"] != a.history[0]["train_loss"]
