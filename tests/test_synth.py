@@ -252,3 +252,17 @@ def test_write_h5_requires_bin_size_and_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="bin_size_ms"):
         write_h5({"a": np.zeros(3)}, path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_truth_conversion_factor_either_convention():
+    """Truth stored in other units with a conversion_factor is brought to counts per bin,
+    whichever way the file means the factor."""
+    from lfads_core.data.h5 import truth_in_data_units
+
+    rng = np.random.default_rng(0)
+    rates = rng.uniform(0.05, 0.5, size=(50, 20, 6)).astype(np.float32)
+    spikes = rng.poisson(rates).astype(np.float32)
+    hz = rates * 100.0  # 10 ms bins
+    assert np.allclose(truth_in_data_units(hz, spikes, 0.01), rates, rtol=1e-5)   # multiply
+    assert np.allclose(truth_in_data_units(hz, spikes, 100.0), rates, rtol=1e-5)  # divide
+    assert np.array_equal(truth_in_data_units(rates, spikes, 1.0), rates)

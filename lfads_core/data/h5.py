@@ -24,6 +24,7 @@ class Split:
     ext: Optional[np.ndarray] = None  # [n, T_r, E]
     truth: Optional[np.ndarray] = None  # [n, T_r, N] ground-truth signal in output units
     inds: Optional[np.ndarray] = None  # [n] trial indices in the original order
+    truth_factor: float = 1.0  # the file's conversion_factor for truth
 
     @property
     def n_trials(self) -> int:
@@ -97,7 +98,7 @@ def load_dataset(path: str) -> Dataset:
                     arr = _read(f, key, path)
                     if attr == "truth":
                         factor = f[key].attrs.get("conversion_factor", f.attrs.get("conversion_factor", 1.0))
-                        arr = arr * np.float32(factor)
+                        split.truth_factor = float(np.asarray(factor).reshape(-1)[0])
                     setattr(split, attr, arr)
             if f"{name}_inds" in f:
                 split.inds = np.asarray(f[f"{name}_inds"][()]).astype(np.int64).reshape(-1)
@@ -141,11 +142,27 @@ def check_shapes(ds: Dataset) -> None:
                 raise DataError(f"{path}: {split.name}_ext_input contains NaN")
         if split.truth is not None and (split.recon is None or split.truth.shape != split.recon.shape):
             split.truth = None  # truth of another layout is kept out of metrics, not an error
+        if split.truth is not None:
+            split.truth = truth_in_data_units(split.truth, split.recon, split.truth_factor)
         if split.inds is not None and split.inds.shape[0] != n:
             raise DataError(f"{path}: {split.name}_inds has {split.inds.shape[0]} entries for {n} trials")
     ext_dims = {s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
     if len(ext_dims) > 1:
         raise DataError(f"{path}: {'_ext_input'} is missing from some splits or differs in size")
+
+
+def truth_in_data_units(truth: np.ndarray, recon: np.ndarray, factor: float) -> np.ndarray:
+    """Ground truth in the units of the data (counts per bin for spikes).
+
+    Files differ in how ``conversion_factor`` is meant (multiply or divide); the one whose
+    overall mean is closest to the data's mean is used (the factor is 1 in our own files).
+    """
+    data_mean = float(np.nanmean(recon))
+    if factor in (0.0, 1.0) or not np.isfinite(factor) or data_mean <= 0:
+        return truth
+    candidates = [truth * np.float32(factor), truth / np.float32(factor), truth]
+    gap = [abs(np.log(max(float(np.nanmean(c)), 1e-12) / data_mean)) for c in candidates]
+    return candidates[int(np.argmin(gap))].astype(np.float32)
 
 
 def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
