@@ -19,11 +19,13 @@ import torch
 import yaml
 
 from . import hooks, registry
-from .data.batches import TensorSplit, to_tensors
+from .data.batches import to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
 from .errors import DataError, RunDirError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
+from .output.sample import posterior_sample
+from .output.write import write_output
 from .spec.load import dump_spec, spec_from_dict, spec_to_dict
 from .spec.schema import Spec
 from .train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
@@ -259,7 +261,8 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     start = time.perf_counter()
     results, inds, summary = {}, {}, {"best_epoch": epoch, "num_samples": smp.num_samples}
     for name, split in ds.splits.items():
-        results[name] = posterior = _sample(model, to_tensors(split), smp)
+        results[name] = posterior = posterior_sample(model, to_tensors(split), smp.num_samples,
+                                                     smp.batch_size, smp.seed)
         inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
         if split.truth is not None:
             summary[f"{name}_rate_r2"] = metrics.r2_score(split.truth, posterior["output_params"])
@@ -280,16 +283,6 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch}, "
         f"{summary['sampling_seconds']:.1f}s)" + (f"\n{shown}" if shown else ""))
     return summary
-
-
-def _sample(model: LFADS, data: TensorSplit, smp) -> dict:
-    from .output.sample import posterior_sample
-    return posterior_sample(model, data, smp.num_samples, smp.batch_size, smp.seed)
-
-
-def write_output(*args, **kwargs) -> None:
-    from .output.write import write_output as _write
-    _write(*args, **kwargs)
 
 
 def _is_counts(arr: Optional[np.ndarray]) -> bool:

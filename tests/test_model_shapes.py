@@ -5,8 +5,6 @@ posterior samples, deterministic evaluation."""
 
 from __future__ import annotations
 
-import copy
-import itertools
 
 import pytest
 import torch
