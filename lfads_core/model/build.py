@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import registry
+from ..errors import SpecError
 from ..spec.schema import ModelSpec
 from .lfads import LFADS, SessionShape
 
@@ -20,7 +21,8 @@ def build_model(spec: ModelSpec, sessions: Sequence[SessionShape],
     readins = [cls(spec.readin)(spec.readin.config, in_dim=s.n_in) for s in sessions]
     dims = {r.out_dim for r in readins}
     if len(dims) != 1:
-        raise ValueError(f"readins give different sizes {sorted(dims)}; they must agree")
+        raise SpecError(f"model.readin: the sessions' readins give different sizes {sorted(dims)}; "
+                        f"they must agree")
     gen_cls = cls(spec.generator)
     want_ci = bool(getattr(gen_cls, "wants_controller_inputs", lambda c: True)(spec.generator.config))
     encoder = cls(spec.encoder)(spec.encoder.config, in_dim=dims.pop(), want_ci=want_ci)

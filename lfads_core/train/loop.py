@@ -87,10 +87,13 @@ class Trainer:
     def _total(self, terms: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
         hp, spec = self.hparams, self.spec
         kl = hp["train.kl.ic_scale"] * terms["kl_ic"] + hp["train.kl.co_scale"] * terms["kl_co"]
-        l2 = sum(hp[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in terms.items()
-                 if k.startswith("l2_") and k[3:] in L2_KEYS)
         return (terms["recon"] + ramp(epoch, spec.kl.ramp_epochs) * kl
-                + ramp(epoch, spec.l2.ramp_epochs) * l2 + terms["penalty"])
+                + ramp(epoch, spec.l2.ramp_epochs) * self._weighted_l2(terms) + terms["penalty"])
+
+    def _weighted_l2(self, terms: dict) -> torch.Tensor | float:
+        """Σ_k λ_k · L2_k over the groups with a scale (tensors or floats)."""
+        return sum(self.hparams[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in terms.items()
+                   if k.startswith("l2_") and k[3:] in L2_KEYS)
 
     def _pass(self, training: bool) -> dict[str, float]:
         model, data = self.model, self.train_data if training else self.valid_data
@@ -161,8 +164,7 @@ class Trainer:
                 self.set_hparams({"train.lr": lr})
         row = {"epoch": self.epoch + 1,  # epochs completed, counted from 1
                **{f"train_{k}": v for k, v in train.items() if not k.startswith("l2_")},
-               "train_l2": sum(self.hparams[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in train.items()
-                               if k.startswith("l2_") and k[3:] in L2_KEYS),
+               "train_l2": self._weighted_l2(train),
                **{f"valid_{k}": valid[k] for k in ("loss", "recon", "kl_ic", "kl_co")},
                "valid_recon_smooth": self.smoothed,
                "lr": self.hparams["train.lr"],
