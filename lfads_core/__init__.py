@@ -1,0 +1,42 @@
+"""lfads-core: LFADS and AutoLFADS in PyTorch, a minimal core extended through plugins.
+
+The public API for plugin authors (docs/writing-plugins.md), imported lazily so that
+``import lfads_core`` stays light:
+
+- component base classes: :class:`Readin`, :class:`Encoder`, :class:`Generator`,
+  :class:`Readout`, :class:`Prior`, :class:`Reconstruction`, :class:`Augmentation`;
+- what flows through them: :class:`Batch`, :class:`EncoderOutput`, :class:`GeneratorOutput`,
+  :class:`AugmentContext`, :class:`DataSizes`, :class:`DataStats`;
+- config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
+  :data:`hookimpl`, :class:`Command`, :class:`SynthDataset` (:mod:`lfads_core.hooks`);
+- the conformance checks a plugin's tests call: :mod:`lfads_core.testing`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Readin": "components", "Encoder": "components", "Generator": "components",
+    "Readout": "components", "Prior": "components", "Reconstruction": "components",
+    "Augmentation": "components", "AugmentContext": "components", "DataSizes": "components",
+    "DataStats": "data.stats", "Batch": "protocols", "EncoderOutput": "protocols",
+    "GeneratorOutput": "protocols", "hookimpl": "hooks", "Command": "hooks",
+    "SynthDataset": "hooks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lfads_core' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

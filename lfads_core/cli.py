@@ -1,19 +1,25 @@
-"""``lfads-run``: train a spec, and the subcommands validate, plugins, synth and sample.
+"""``lfads-run``: train a spec, and the subcommands validate, plugins, synth and sample, plus
+those that installed plugins add through the ``lfads_commands`` hook.
 
-Every user error prints one line ``error: ...`` on stderr and exits with code 2 (``--debug``
-shows the traceback instead).
+Every user error prints one line ``error: ...`` per problem on stderr and exits with code 2
+(``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
-from .errors import LfadsError
+from .errors import LfadsError, SpecError
 
 SUBCOMMANDS = ("validate", "plugins", "synth", "sample")
+HELP = {"validate": "check a spec, its data and the assembled model without training",
+        "plugins": "list the installed components, hooks and commands (--check: test each)",
+        "synth": "write a synthetic dataset with ground truth",
+        "sample": "posterior-sample again from a run directory"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,11 +29,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _plugin_commands() -> dict:
+    from . import hooks
+
+    return hooks.commands()
+
+
+def _epilog() -> str:
+    lines = ["subcommands (lfads-run SUBCOMMAND --help):"]
+    lines += [f"  {name:<12} {HELP[name]}" for name in SUBCOMMANDS]
+    found = _plugin_commands()
+    if found:
+        lines.append("from installed plugins:")
+        for name, items in found.items():
+            for p in items:
+                note = f" [error: {p.problem}]" if p.problem else ""
+                lines.append(f"  {name:<12} {p.item.help} ({p.dist} {p.version}){note}")
+    return "\n".join(lines)
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="lfads-run",
-        description="Train LFADS on the data of a spec file, then write posterior samples and plots. "
-                    f"Subcommands: {', '.join(SUBCOMMANDS)} (lfads-run SUBCOMMAND --help).")
+        prog="lfads-run", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train LFADS on the data of a spec file, then write posterior samples and plots.",
+        epilog=_epilog())
     p.add_argument("spec", help="spec YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set train.lr=0.001 (repeatable)")
@@ -46,11 +71,20 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--out")
     elif cmd == "plugins":
-        p.description = "List every registered component: kind, name, distribution, version, status."
+        p.description = ("List every registered component, hook plugin, plugin command and synthetic "
+                         "dataset: kind, name, distribution, version, status.")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--check", action="store_true",
+                       help="also build each component alone at small sizes and check its outputs "
+                            "(exit code 2 when any fails)")
     elif cmd == "synth":
-        p.description = "Write a synthetic dataset with ground truth in the input format."
-        p.add_argument("kind", choices=["lorenz", "rnn"])
+        from . import hooks
+
+        kinds = hooks.synth_datasets()
+        p.description = "Write a synthetic dataset with ground truth in the input format.\n" + "\n".join(
+            f"  {name:<10} {items[0].item.help} ({items[0].dist})" for name, items in kinds.items())
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.add_argument("kind", choices=list(kinds))
         p.add_argument("--out", required=True, help="HDF5 file to write")
         p.add_argument("--seed", type=int, default=0)
     elif cmd == "sample":
@@ -68,6 +102,7 @@ def _validate(args) -> None:
     spec = load_spec(args.spec, args.overrides, args.out)
     ds = run.load_data(spec)
     model, augs = run.make_model(spec, ds)
+    run.check_components(spec, ds, model, augs)
     n_in, n_out, t_in, t_out, ext = ds.shape
     m = spec.model
     print(f"spec ok: {args.spec}")
@@ -80,6 +115,11 @@ def _validate(args) -> None:
     print("components: " + ", ".join(f"{k} {getattr(m, k).name}" for k in
                                      ("readin", "encoder", "generator", "readout", "reconstruction",
                                       "ic_prior", "co_prior")))
+    recon = model.reconstructions[0]
+    applies = ", ".join(("rate_r2 (with truth)",) + tuple(recon.metrics)) if ds.train.truth is not None \
+        else ", ".join(recon.metrics) or "none"
+    print(f"reconstruction {m.reconstruction.name}: data {recon.support}; output in {recon.units}; "
+          f"summary metrics: {applies}")
     print("augmentations: " + (", ".join(a.name for a in m.augmentations) or "none"))
     n_params = sum(p.numel() for p in model.parameters())
     ctrl = "on" if model.generator.co_dim > 0 else "off (autonomous)"
@@ -87,28 +127,43 @@ def _validate(args) -> None:
     print(f"output: {spec.output}")
 
 
-def _plugins(args) -> None:
+def _plugins(args) -> int:
     from . import hooks, registry
 
     rows = registry.listing() + hooks.listing()
+    if args.check:
+        from .conformance import component_problems
+
+        for r in rows:
+            if r["kind"] in registry.KINDS and r["status"] == "ok":
+                cls = registry.load(r["kind"], r["name"])
+                problems = component_problems(r["kind"], cls)
+                r["status"] = f"error: {'; '.join(problems)}" if problems else "ok (checked)"
     if args.json:
         print(json.dumps(rows, indent=2))
-        return
-    width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        status = "" if r["status"] == "ok" else f"  [{r['status']}]"
-        print(f"{r['kind']:<15} {r['name']:<{width}}  {r['distribution']} {r['version']}{status}")
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        for r in rows:
+            status = {"ok": "", "ok (checked)": "  checked"}.get(r["status"], f"  [{r['status']}]")
+            print(f"{r['kind']:<15} {r['name']:<{width}}  {r['distribution']} {r['version']}{status}")
+    failed = [r for r in rows if r["status"].startswith(("error", "conflict"))]
+    if args.check and failed:
+        print(f"error: {len(failed)} of {len(rows)} plugin entries failed the check", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _synth(args) -> None:
-    from .data.synth import SYNTH_GENERATORS, write_h5
+    from . import hooks
+    from .data.synth import write_h5
 
-    data = SYNTH_GENERATORS[args.kind](seed=args.seed)
+    [provided] = hooks.synth_datasets()[args.kind][:1]
+    data = provided.item.make(args.seed)
     try:
-        path = write_h5(data, args.out)
+        path = write_h5(data, args.out, provided.item.file_attrs)
     except OSError as exc:
         raise LfadsError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
-    n = {s: data[f"{s}_encod_data"].shape for s in ("train", "valid")}
+    n = {s: tuple(data[f"{s}_encod_data"].shape) for s in ("train", "valid")}
     print(f"wrote {path}: {args.kind}, train {n['train']}, valid {n['valid']} (with ground truth)")
 
 
@@ -122,24 +177,54 @@ def _train(args) -> None:
     from . import run
     from .spec.load import load_spec
 
+    if not os.path.exists(args.spec) and not args.spec.endswith((".yaml", ".yml", ".json")) \
+            and os.sep not in args.spec:
+        known = list(SUBCOMMANDS) + list(_plugin_commands())
+        raise SpecError(f"{args.spec}: no such spec file or subcommand (subcommands: "
+                        f"{', '.join(known)}; see lfads-run --help)")
     spec = load_spec(args.spec, args.overrides, args.out)
     run.train(spec, force=args.force)
+
+
+def _plugin_parser(name: str):
+    """The parser and the command of a plugin subcommand, or a one-line usage error."""
+    items = _plugin_commands()[name]
+    if len(items) > 1 or items[0].problem:
+        sys.exit(_usage_error(f"lfads-run {name}: {items[0].problem}"))
+    command = items[0].item
+    p = _Parser(prog=f"lfads-run {name}", description=f"{command.help} ({items[0].dist} {items[0].version})")
+    try:
+        command.configure(p)
+    except argparse.ArgumentError as exc:
+        sys.exit(_usage_error(f"lfads-run {name}: the plugin's arguments are malformed: {exc}"))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p, command
+
+
+def _usage_error(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         cmd, args = argv[0], _sub_parser(argv[0]).parse_args(argv[1:])
+        handler = {"validate": _validate, "plugins": _plugins, "synth": _synth, "sample": _sample}[cmd]
+    elif argv and not argv[0].startswith("-") and argv[0] in _plugin_commands():
+        parser, command = _plugin_parser(argv[0])
+        args = parser.parse_args(argv[1:])
+        handler = command.run
     else:
-        cmd, args = "train", _train_parser().parse_args(argv)
-    handler = {"validate": _validate, "plugins": _plugins, "synth": _synth, "sample": _sample,
-               "train": _train}[cmd]
+        args = _train_parser().parse_args(argv)
+        handler = _train
     try:
-        handler(args)
+        code = handler(args)
     except LfadsError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
@@ -147,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # e.g. `lfads-run plugins | head`
         sys.stderr.close()
         return 0
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

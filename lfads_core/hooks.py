@@ -1,16 +1,23 @@
-"""Cross-cutting hooks (pluggy), for plugins that react to a run rather than provide a component.
+"""Cross-cutting hooks (pluggy): plugins that react to a run or add ``lfads-run`` subcommands
+and synthetic datasets, rather than provide a component.
 
 A plugin registers a module or object in the entry-point group ``lfads``; its functions named
 like the hookspecs below and decorated with :data:`hookimpl` are called. A plugin that fails to
 import is reported (``lfads-run plugins``) and skipped; a misspelt hook name is an error.
+Keep a hook module light (import heavy libraries inside ``Command.run``): it is imported by every
+``lfads-run --help``.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import re
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Callable, Optional
 
+import attrs
 import pluggy
 
 from .errors import PluginError
@@ -29,18 +36,92 @@ class HookSpecs:
     def lfads_run_end(self, run_dir: Path, summary: dict) -> None:
         """After the outputs of a run are written. ``summary`` is the content of summary.json."""
 
+    @hookspec
+    def lfads_commands(self) -> list["Command"]:
+        """Subcommands this plugin adds: ``lfads-run NAME ...`` (listed in ``lfads-run --help``
+        while the plugin is installed)."""
+
+    @hookspec
+    def lfads_synth_datasets(self) -> list["SynthDataset"]:
+        """Synthetic datasets this plugin adds: ``lfads-run synth NAME --out FILE``."""
+
+
+BUILTIN_COMMANDS = ("validate", "plugins", "synth", "sample")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@attrs.frozen
+class Command:
+    """A subcommand ``lfads-run NAME``.
+
+    ``help``: one line for ``lfads-run --help``. ``configure(parser)`` adds its arguments to an
+    ``argparse.ArgumentParser`` (``--debug`` is added by the core). ``run(args)`` does the work
+    and returns an exit code (None means 0); raise :class:`lfads_core.errors.LfadsError` (or a
+    subclass such as ``DataError``) for a user error: the core prints it as one line
+    ``error: ...`` and exits with code 2.
+    """
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Optional[int]]
+
+
+@attrs.frozen
+class SynthDataset:
+    """A synthetic dataset ``lfads-run synth NAME --out FILE [--seed S]``.
+
+    ``make(seed)`` returns a mapping of input-file keys to arrays (``train_encod_data``, ...,
+    ideally ``{split}_truth`` in the reconstruction's units), with an optional ``attrs`` mapping
+    attribute on it holding file attributes (``bin_size_ms`` is required there or in
+    ``file_attrs``; ``truth_units`` names the units of the truth arrays).
+    """
+
+    name: str
+    help: str
+    make: Callable[[int], Any]
+    file_attrs: dict = attrs.Factory(dict)
+
+
+@attrs.frozen
+class Provided:
+    """A command or synth dataset with the distribution that provides it; ``problem`` is set for a
+    name taken by a built-in or by several distributions."""
+
+    item: Any
+    dist: str
+    version: str
+    problem: Optional[str] = None
+
+
+class _Builtins:
+    """The core's own synthetic datasets, provided through the same hook as plugins'."""
+
+    @staticmethod
+    @hookimpl
+    def lfads_synth_datasets():
+        from .data import synth
+
+        return [SynthDataset("lorenz", "Poisson spikes from a Lorenz attractor (with true rates)",
+                             lambda seed: synth.make_lorenz(seed=seed)),
+                SynthDataset("rnn", "Poisson spikes from a chaotic RNN with input pulses (with true "
+                             "rates)", lambda seed: synth.make_rnn(seed=seed))]
+
 
 @functools.cache
 def _manager() -> tuple[pluggy.PluginManager, tuple[dict, ...], tuple[str, ...]]:
     pm = pluggy.PluginManager("lfads")
     pm.add_hookspecs(HookSpecs)
+    pm.register(_Builtins, name="lfads-core (lfads-core)")
     rows = []
     for ep in metadata.entry_points(group="lfads"):
         dist, version = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "?")
         row = {"kind": "hooks", "name": ep.name, "distribution": dist, "version": version,
                "target": ep.value, "status": "ok"}
         try:
-            pm.register(ep.load(), name=f"{ep.name} ({dist})")
+            plugin = ep.load()
+            pm.register(plugin, name=f"{ep.name} ({dist})")
+            _DISTS[id(plugin)] = (dist, version)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the run down
             row["status"] = f"error: hook plugin '{ep.name}' from {dist} {version} failed to load: " \
                             f"{type(exc).__name__}: {exc}"
@@ -69,10 +150,76 @@ def hook():
     return pm.hook
 
 
+_DISTS: dict[int, tuple[str, str]] = {id(_Builtins): ("lfads-core", "0.1.0")}
+
+
+def _provided(hook_name: str, builtins: tuple[str, ...] = ()) -> dict[str, list[Provided]]:
+    """Everything the implementations of ``hook_name`` return, by name, with its distribution.
+    A hook implementation that raises or returns something else is reported, not fatal."""
+    pm = _manager()[0]
+    found: dict[str, list[Provided]] = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        dist, version = _DISTS.get(id(impl.plugin), ("?", "?"))
+        kind = "Command" if hook_name == "lfads_commands" else "SynthDataset"
+        try:
+            items = list(impl.function() or [])
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            _HOOK_ERRORS.append(f"{hook_name} of {dist} {version} failed: {type(exc).__name__}: {exc}")
+            continue
+        for item in items:
+            expected = Command if kind == "Command" else SynthDataset
+            if not isinstance(item, expected) or not _NAME.match(getattr(item, "name", "") or ""):
+                _HOOK_ERRORS.append(f"{hook_name} of {dist} {version} returned {item!r}; expected "
+                                    f"lfads_core.{kind} objects with a lower-case name")
+                continue
+            found.setdefault(item.name, []).append(Provided(item, dist, version))
+    for name, items in found.items():
+        if name in builtins:
+            found[name] = [attrs.evolve(p, problem=f"'{name}' is a built-in command of lfads-run")
+                           for p in items]
+        elif len(items) > 1:
+            who = " and ".join(f"{p.dist} {p.version}" for p in items)
+            found[name] = [attrs.evolve(p, problem=f"'{name}' is provided by several distributions: "
+                                        f"{who}") for p in items]
+    return dict(sorted(found.items()))
+
+
+_HOOK_ERRORS: list[str] = []
+
+
+@functools.cache
+def commands() -> dict[str, list[Provided]]:
+    """Plugin subcommands by name (a list of more than one entry, or one with a ``problem``,
+    means the name cannot be used)."""
+    return _provided("lfads_commands", BUILTIN_COMMANDS)
+
+
+@functools.cache
+def synth_datasets() -> dict[str, list[Provided]]:
+    """Synthetic datasets (the core's and plugins') by name."""
+    return _provided("lfads_synth_datasets")
+
+
 def listing() -> list[dict]:
-    """Hook plugins in the format of :func:`lfads_core.registry.listing`."""
-    return list(_manager()[1])
+    """Hook plugins, their subcommands and synthetic datasets, in the format of
+    :func:`lfads_core.registry.listing`."""
+    rows = list(_manager()[1])
+    for kind, found in (("command", commands()), ("synth", synth_datasets())):
+        for name, items in found.items():
+            for p in items:
+                rows.append({"kind": kind, "name": name, "distribution": p.dist, "version": p.version,
+                             "target": "", "status": f"error: {p.problem}" if p.problem else "ok"})
+    return rows
+
+
+def clear_cache() -> None:
+    """Forget loaded hook plugins (after installing one at run time; tests)."""
+    _manager.cache_clear()
+    commands.cache_clear()
+    synth_datasets.cache_clear()
+    _HOOK_ERRORS.clear()
 
 
 def load_errors() -> list[str]:
-    return [r["status"][len("error: "):] for r in _manager()[1] if r["status"] != "ok"]
+    """Problems of hook plugins: failed imports, and hook implementations that raised."""
+    return [r["status"][len("error: "):] for r in _manager()[1] if r["status"] != "ok"] + list(_HOOK_ERRORS)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["r2_score", "poisson_nll", "bits_per_spike"]
+__all__ = ["r2_score", "poisson_nll", "bits_per_spike", "APPLICABLE"]
 
 RATE_FLOOR = 1e-9  # smallest rate used inside log()
 _LOG_FACTORIAL_TABLE_MAX = 100_000  # largest count served from the table
@@ -113,3 +113,8 @@ def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
     nll_model = poisson_nll(r[valid], k[valid]).sum()
     nll_null = poisson_nll(null[valid], k[valid]).sum()
     return float((nll_null - nll_model) / (math.log(2.0) * total_spikes))
+
+
+# Core metrics a reconstruction can declare in ``Reconstruction.metrics``: name -> f(mean, data),
+# computed on the posterior-averaged mean and written to summary.json as ``<split>_<name>``.
+APPLICABLE = {"bits_per_spike": bits_per_spike}

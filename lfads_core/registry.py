@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 from importlib import metadata
 
 import attrs
@@ -29,16 +30,53 @@ class Entry:
     dist: str
     version: str
 
+    @property
+    def who(self) -> str:
+        """How errors name it: ``prior 'laplace' from lfads-example 0.1.0``."""
+        return f"{self.kind} '{self.name}' from {self.dist} {self.version}"
+
     def load(self) -> type:
-        """Import the component class; an import failure becomes a PluginError."""
+        """Import the component class and check it (:func:`class_problems`); an import failure
+        or a malformed class becomes a one-line PluginError naming the distribution."""
         try:
             ep = metadata.EntryPoint(name=self.name, value=self.value, group=f"lfads.{self.kind}")
-            return ep.load()
+            cls = ep.load()
         except Exception as exc:  # noqa: BLE001 - any plugin failure is reported the same way
-            raise PluginError(
-                f"{self.kind} '{self.name}' from {self.dist} {self.version} failed to import "
-                f"({self.value}): {type(exc).__name__}: {exc}"
-            ) from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise PluginError(f"{self.who} failed to import ({self.value}): "
+                              f"{type(exc).__name__}: {first}") from None
+        problems = class_problems(self.kind, cls)
+        if problems:
+            raise PluginError(f"{self.who} ({self.value}): {'; '.join(problems)}")
+        return cls
+
+
+def class_problems(kind: str, cls) -> list[str]:
+    """What is wrong with a component class of ``kind``: not a subclass of the kind's base class
+    (:mod:`lfads_core.components`), no attrs ``Config``, abstract methods not implemented."""
+    from .components import BASES
+
+    base = BASES[kind]
+    if not isinstance(cls, type):
+        return [f"the entry point names {type(cls).__name__} {cls!r}, expected a class"]
+    problems = []
+    if not issubclass(cls, base):
+        problems.append(f"{cls.__name__} does not subclass lfads_core.{base.__name__}")
+    config = getattr(cls, "Config", None)
+    if config is None:
+        problems.append(f"{cls.__name__} has no Config (a frozen attrs class of its spec "
+                        f"parameters; `@attrs.frozen class Config: pass` when it has none)")
+    elif not (isinstance(config, type) and attrs.has(config)):
+        problems.append(f"{cls.__name__}.Config is not an attrs class (decorate it with @attrs.frozen)")
+    if issubclass(cls, base) and inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        problems.append(f"{cls.__name__} does not implement {missing}")
+    if kind == "reconstruction" and issubclass(cls, base):
+        n = getattr(cls, "n_params", None)
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            problems.append(f"{cls.__name__}.n_params must be a class attribute, an integer >= 1 "
+                            f"(parameters per channel), got {n!r}")
+    return problems
 
 
 @functools.cache

@@ -19,8 +19,11 @@ import torch
 import yaml
 
 from . import hooks, registry
-from .data.batches import to_tensors
+from .components import DataSizes
+from .conformance import check_model
+from .data.batches import batches, to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
+from .data.stats import DataStats
 from .errors import DataError, RunDirError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
@@ -71,15 +74,39 @@ def load_data(spec: Spec) -> Dataset:
         if value is not None and value >= t_in + (field == "ic_enc_seq_len"):
             raise DataError(f"model.encoder.{field}: {value} does not fit the data's {t_in} "
                             f"encoder bins ({spec.data.path})")
+    sizes = data_sizes(ds)
+    for i, aug in enumerate(model.augmentations):
+        cls = registry.load("augmentation", aug.name)
+        problem = cls.check(cls(aug.config), sizes)
+        if problem:
+            raise DataError(f"model.augmentations.{i} ({aug.name}): {problem} ({spec.data.path})")
     return ds
 
 
+def data_sizes(ds: Dataset) -> DataSizes:
+    n_in, n_out, t_in, t_out, ext = ds.shape
+    return DataSizes(t_in=t_in, n_in=n_in, t_out=t_out, n_out=n_out, ext_dim=ext,
+                     n_train=ds.train.n_trials)
+
+
 def make_model(spec: Spec, ds: Dataset) -> tuple[LFADS, list]:
-    mask = np.isfinite(ds.train.recon)
-    mean = np.where(mask, ds.train.recon, 0).sum(axis=(0, 1)) / np.maximum(mask.sum(axis=(0, 1)), 1)
+    """The model (readout biases from the training data's statistics) and the augmentations."""
     torch.manual_seed(spec.train.seed)
-    model = build_model(spec.model, [session_shape(ds)], [torch.from_numpy(mean.astype(np.float32))])
+    model = build_model(spec.model, [session_shape(ds)], [DataStats.from_array(ds.train.recon)])
     return model, build_augmentations(spec.model)
+
+
+def check_components(spec: Spec, ds: Dataset, model: LFADS, augs: list) -> None:
+    """A few training trials through every component with checked output shapes, then the loss
+    and its gradients: a component that breaks its contract is a one-line error naming it."""
+    m = spec.model
+    who = {key: registry.lookup(getattr(m, key).kind, getattr(m, key).name).who
+           for key in ("readin", "encoder", "generator", "readout", "reconstruction", "ic_prior",
+                       "co_prior")}
+    who.update({f"augmentations.{i}": registry.lookup("augmentation", a.name).who
+                for i, a in enumerate(m.augmentations)})
+    batch = next(batches(to_tensors(ds.train), min(3, ds.train.n_trials)))
+    check_model(model, augs, batch, who, data_sizes(ds))
 
 
 # -- run directory -------------------------------------------------------------------------
@@ -194,6 +221,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     hooks.hook()  # a misspelt hook in a hook plugin is an error before anything is written
     ds = load_data(spec)
     model, augs = make_model(spec, ds)
+    check_components(spec, ds, model, augs)
     run_dir = prepare_run_dir(spec, force, log)
     ckpt_dir = run_dir / "checkpoints"
     trainer = Trainer(model, augs, to_tensors(ds.train), to_tensors(ds.valid), spec.train,
@@ -260,46 +288,47 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
     smp = spec.sampling
     start = time.perf_counter()
     results, inds, summary = {}, {}, {"best_epoch": epoch, "num_samples": smp.num_samples}
+    recon = model.reconstructions[0]
+    units = recon.units
+    summary["units"] = units
     for name, split in ds.splits.items():
         results[name] = posterior = posterior_sample(model, to_tensors(split), smp.num_samples,
                                                      smp.batch_size, smp.seed)
         inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
+        mean = posterior["output_params"]
         if split.truth is not None:
-            summary[f"{name}_rate_r2"] = metrics.r2_score(split.truth, posterior["output_params"])
-        if split.recon is not None and _is_counts(split.recon):
-            summary[f"{name}_bits_per_spike"] = metrics.bits_per_spike(posterior["output_params"], split.recon)
+            summary[f"{name}_rate_r2"] = metrics.r2_score(split.truth, mean)
+        if split.recon is not None:
+            for metric in recon.metrics:
+                summary[f"{name}_{metric}"] = metrics.APPLICABLE[metric](mean, split.recon)
+            for key, value in recon.evaluate(mean, split.recon).items():
+                summary[f"{name}_{key}"] = float(value)
     summary["sampling_seconds"] = time.perf_counter() - start
     recon_name = spec.model.reconstruction.name
-    units = "counts per bin" if _is_counts(ds.train.recon) else f"mean of the {recon_name} reconstruction"
     write_output(run_dir / OUTPUT_FILE, results, inds,
                  {"num_samples": smp.num_samples, "bin_size_ms": ds.bin_size_ms,
                   "output_params_units": units, "reconstruction": recon_name,
                   "best_epoch": epoch, "data_path": ds.path}, units=units)
     if smp.plots:
-        _plots(run_dir, ds, results)
+        _plots(run_dir, ds, results, units)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     hooks.hook().lfads_run_end(run_dir=run_dir, summary=summary)
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k.endswith(("_r2", "_per_spike")))
+    skip = ("best_epoch", "num_samples", "sampling_seconds", "units")
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                      if k not in skip and isinstance(v, float))
     log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch}, "
         f"{summary['sampling_seconds']:.1f}s)" + (f"\n{shown}" if shown else ""))
     return summary
 
 
-def _is_counts(arr: Optional[np.ndarray]) -> bool:
-    if arr is None:
-        return False
-    vals = arr[np.isfinite(arr)]
-    return bool(vals.size) and float(vals.min()) >= 0 and bool(np.all(vals == np.round(vals)))
-
-
-def _plots(run_dir: Path, ds: Dataset, results: dict) -> None:
+def _plots(run_dir: Path, ds: Dataset, results: dict, units: str) -> None:
     from .output import plots
 
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     valid, res = ds.valid, results["valid"]
     plots.plot_rates(out / "rates.png", valid.recon, res["output_params"], truth=valid.truth,
-                     bin_ms=ds.bin_size_ms)
+                     bin_ms=ds.bin_size_ms, units=units)
     plots.plot_factors(out / "factors.png", res["factors"])
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():

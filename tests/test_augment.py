@@ -12,10 +12,16 @@ from hypothesis import strategies as st
 from lfads_core.model.augment import CoordinatedDropout, CoordinatedDropoutConfig
 from lfads_core.model.build import build_augmentations, build_model
 from lfads_core.model.lfads import SessionShape
+from lfads_core.components import AugmentContext
 from lfads_core.protocols import Augmentation, Batch
 from lfads_core.spec.load import spec_from_dict
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+
+
+def ctx(training: bool, seed: int = 0) -> AugmentContext:
+    """What the training loop passes: mode, epoch and the augmentation's own generator."""
+    return AugmentContext(training=training, epoch=1, generator=torch.Generator().manual_seed(seed))
 
 
 def cd(rate=0.3) -> CoordinatedDropout:
@@ -44,7 +50,7 @@ def test_protocol_and_hyperparameters():
 def test_training_scales_kept_and_zeroes_dropped(rate, seed):
     torch.manual_seed(seed)
     batch = make_batch(seed=seed)
-    out = cd(rate)(batch, training=True)
+    out = cd(rate)(batch, ctx(True, seed))
     kept = out.encod != 0
     torch.testing.assert_close(out.encod[kept], batch.encod[kept] / (1.0 - rate))
     assert torch.equal(out.encod[~kept], torch.zeros_like(out.encod[~kept]))
@@ -60,7 +66,7 @@ def test_training_scales_kept_and_zeroes_dropped(rate, seed):
 def test_extra_recon_channels_and_bins_keep_gradients(t_r, n_out):
     torch.manual_seed(0)
     batch = make_batch(t_e=6, n_in=5, t_r=t_r, n_out=n_out)
-    out = cd(0.4)(batch, training=True)
+    out = cd(0.4)(batch, ctx(True))
     kept = out.encod != 0
     assert out.grad_mask.shape == (4, t_r, n_out)
     assert torch.equal(out.grad_mask[:, :6, :5], ~kept)
@@ -75,14 +81,14 @@ def test_existing_grad_mask_is_respected():
     batch = make_batch()
     gm = batch.grad_mask.clone()
     gm[:, 0] = False
-    out = cd(0.5)(batch.replace(grad_mask=gm), training=True)
+    out = cd(0.5)(batch.replace(grad_mask=gm), ctx(True))
     assert not out.grad_mask[:, 0].any()
     assert torch.equal(out.grad_mask[:, 1:], (out.encod == 0)[:, 1:])
 
 
 def test_validation_unchanged():
     batch = make_batch()
-    out = cd(0.5)(batch, training=False)
+    out = cd(0.5)(batch, ctx(False))
     assert torch.equal(out.encod, batch.encod)
     assert torch.equal(out.grad_mask, batch.grad_mask)
     assert torch.equal(out.recon, batch.recon)
@@ -90,7 +96,7 @@ def test_validation_unchanged():
 
 def test_rate_zero_is_identity():
     batch = make_batch()
-    out = cd(0.0)(batch, training=True)
+    out = cd(0.0)(batch, ctx(True))
     assert torch.equal(out.encod, batch.encod) and torch.equal(out.grad_mask, batch.grad_mask)
 
 
@@ -98,7 +104,7 @@ def test_rate_zero_is_identity():
 def test_empirical_drop_fraction(rate):
     torch.manual_seed(1)
     batch = make_batch(bsz=200, t_e=20, n_in=25)  # 100k elements: std of the fraction ~1.5e-3
-    out = cd(rate)(batch, training=True)
+    out = cd(rate)(batch, ctx(True, 1))
     frac = float((out.encod == 0).float().mean())
     assert frac == pytest.approx(rate, abs=0.01)
     # the expected input is preserved by the scaling
@@ -109,7 +115,7 @@ def test_rate_is_changeable_attribute():
     aug = cd(0.3)
     aug.rate = 0.7  # the training loop changes it between epochs (PBT)
     torch.manual_seed(2)
-    out = aug(make_batch(bsz=100, t_e=20, n_in=20), training=True)
+    out = aug(make_batch(bsz=100, t_e=20, n_in=20), ctx(True))
     assert float((out.encod == 0).float().mean()) == pytest.approx(0.7, abs=0.02)
 
 
@@ -141,7 +147,7 @@ def test_model_loss_value_unchanged_and_gradient_masked(recon):
     model.train()
     torch.manual_seed(3)
     batch = make_batch(bsz=4, t_e=6, n_in=5, t_r=8, n_out=7, seed=3)
-    aug_batch = cd(0.4)(batch, training=True)
+    aug_batch = cd(0.4)(batch, ctx(True))
     assert (~aug_batch.grad_mask).any() and aug_batch.grad_mask.any()
     out = model(aug_batch.encod, sample=True)
 
@@ -176,7 +182,7 @@ def test_model_loss_with_loss_mask_and_grad_mask():
     batch = make_batch(bsz=3, t_e=6, n_in=5, t_r=8, n_out=7, seed=4)
     lm = torch.ones_like(batch.loss_mask)
     lm[:, -1] = 0.0
-    batch = cd(0.3)(batch.replace(loss_mask=lm), training=True)
+    batch = cd(0.3)(batch.replace(loss_mask=lm), ctx(True))
     out = model(batch.encod, sample=False)
     terms = model.losses(out, batch)
     nll = model.reconstructions[0].nll(out.params, batch.recon)
@@ -189,7 +195,7 @@ def test_model_loss_with_loss_mask_and_grad_mask():
 def test_validation_batch_gives_full_gradients():
     model = small_model()
     batch = make_batch(bsz=3, t_e=6, n_in=5, t_r=8, n_out=7, seed=5)
-    vb = cd(0.3)(batch, training=False)
+    vb = cd(0.3)(batch, ctx(False))
     out = model(vb.encod, sample=False)
     (grad,) = torch.autograd.grad(model.losses(out, vb)["recon"], out.params)
     assert (grad != 0).all()

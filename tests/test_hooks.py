@@ -22,9 +22,9 @@ def fake_dist(root, dist, module, source):
 def fresh_hooks(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    hooks._manager.cache_clear()
+    hooks.clear_cache()
     yield tmp_path
-    hooks._manager.cache_clear()
+    hooks.clear_cache()
 
 
 def test_hook_plugin_is_called(fresh_hooks):

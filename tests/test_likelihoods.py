@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from lfads_core.data.stats import DataStats
 from lfads_core.model.build import build_model
 from lfads_core.model.gaussian import Gaussian, GaussianConfig
 from lfads_core.model.lfads import SessionShape
@@ -127,15 +128,37 @@ def test_poisson_check_data_empty_ok():
 @given(arrays(np.float64, (5,), elements=st.floats(1e-3, 100.0)))
 def test_poisson_init_params_reproduces_mean(mean):
     recon = Poisson(PoissonConfig(), n_channels=5)
-    m = torch.from_numpy(mean)
-    bias = recon.init_params(m)
+    m = torch.from_numpy(mean).float()
+    bias = recon.init_params(stats_with(mean=m))
     assert bias.shape == (5, 1)
     torch.testing.assert_close(recon.mean(bias.view(1, 1, 5, 1))[0, 0], m)
 
 
 def test_poisson_init_params_finite_for_silent_channel():
-    bias = poisson().init_params(torch.tensor([0.0, 0.5, 2.0]))
+    bias = poisson().init_params(stats_with(mean=torch.tensor([0.0, 0.5, 2.0])))
     assert torch.isfinite(bias).all()
+
+
+def stats_with(mean, var=None) -> DataStats:
+    """DataStats with the given mean (and variance); other fields neutral."""
+    mean = torch.as_tensor(mean, dtype=torch.float32)
+    ones = torch.ones_like(mean)
+    var = ones if var is None else torch.as_tensor(var, dtype=torch.float32)
+    return DataStats(mean=mean, var=var, frac_zero=0 * ones, min_positive=ones, max=ones,
+                     frac_observed=ones)
+
+
+def test_data_stats_from_array_with_nan():
+    x = np.array([[[0.0, np.nan], [2.0, 3.0]], [[4.0, np.nan], [0.5, np.nan]]], np.float32)  # [2, 2, 2]
+    s = DataStats.from_array(x)
+    torch.testing.assert_close(s.mean, torch.tensor([6.5 / 4, 3.0]))
+    torch.testing.assert_close(s.var, torch.tensor([np.var([0, 2, 4, 0.5]), 0.0], dtype=torch.float32))
+    torch.testing.assert_close(s.frac_zero, torch.tensor([0.25, 0.0]))
+    torch.testing.assert_close(s.min_positive, torch.tensor([0.5, 3.0]))
+    torch.testing.assert_close(s.max, torch.tensor([4.0, 3.0]))
+    torch.testing.assert_close(s.frac_observed, torch.tensor([1.0, 0.25]))
+    empty = DataStats.from_array(np.full((1, 2, 1), np.nan, np.float32))
+    assert empty.mean.item() == 0 and torch.isnan(empty.min_positive).all() and empty.frac_observed.item() == 0
 
 
 # --------------------------------------------------------------------------- #
@@ -183,14 +206,11 @@ def test_gaussian_accepts_any_real_data():
 @given(arrays(np.float64, (4,), elements=reals), arrays(np.float64, (4,), elements=st.floats(1e-3, 50.0)))
 def test_gaussian_init_params_reproduces_mean(mean, var):
     recon = Gaussian(GaussianConfig(), n_channels=4)
-    m = torch.from_numpy(mean)
-    p = recon.init_params(m)
-    assert p.shape == (4, 2)
-    torch.testing.assert_close(recon.mean(p.view(1, 1, 4, 2))[0, 0], m)
-    torch.testing.assert_close(p[:, 1], torch.zeros(4, dtype=torch.float64))  # unit variance
-    pv = recon.init_params(m, torch.from_numpy(var))
+    m = torch.from_numpy(mean).float()
+    pv = recon.init_params(stats_with(m, torch.from_numpy(var)))
+    assert pv.shape == (4, 2)
     torch.testing.assert_close(recon.mean(pv.view(1, 1, 4, 2))[0, 0], m)
-    torch.testing.assert_close(pv[:, 1].exp(), torch.from_numpy(var))
+    torch.testing.assert_close(pv[:, 1].exp(), torch.from_numpy(var).float())
 
 
 # --------------------------------------------------------------------------- #
@@ -207,7 +227,7 @@ def test_readout_bias_from_init_params_gives_data_mean(recon_name):
         "reconstruction": {"name": recon_name}}})
     n = 5
     mean = torch.tensor([0.05, 0.3, 1.0, 2.5, 7.0])
-    model = build_model(spec.model, [SessionShape(n_in=n, n_out=n, t_in=6, t_out=6)], recon_means=[mean])
+    model = build_model(spec.model, [SessionShape(n_in=n, n_out=n, t_in=6, t_out=6)], [stats_with(mean)])
     with torch.no_grad():
         model.readouts[0].linear.weight.zero_()  # the output is then the bias alone
     model.eval()

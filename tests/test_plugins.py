@@ -1,5 +1,6 @@
 """Third-party plugins: discovery through entry points, a real external prior (``laplace`` from
-tests/fixtures/lfads_laplace_prior), a plugin that fails to import (``broken`` from
+tests/fixtures/lfads_example, which also has a reconstruction, an augmentation, a subcommand and a
+synthetic dataset), a plugin that fails to import (``broken`` from
 tests/fixtures/lfads_broken_plugin), name suggestions and conflicts in the registry.
 
 The fixtures are pip-installed once per session into a temporary target folder that is put on
@@ -32,8 +33,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PYTHON = REPO / ".venv" / "bin" / "python"
 SCRIPT = REPO / ".venv" / "bin" / "lfads-run"
 LFADS_RUN = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "lfads_core.cli"]
-PLUGINS = {"lfads_laplace_prior": ("lfads-laplace-prior", "laplace", "lfads_laplace_prior:LaplacePrior"),
+PLUGINS = {"lfads_example": ("lfads-example", "laplace", "lfads_example.laplace:LaplacePrior"),
            "lfads_broken_plugin": ("lfads-broken-plugin", "broken", "lfads_broken_plugin:BrokenPrior")}
+EXAMPLE_ENTRY_POINTS = """[lfads.prior]
+laplace = lfads_example.laplace:LaplacePrior
+[lfads.reconstruction]
+bernoulli = lfads_example.bernoulli:Bernoulli
+[lfads.augmentation]
+time_mask = lfads_example.time_mask:TimeMask
+[lfads]
+example = lfads_example.commands
+"""
 
 TINY = ["model.encoder.ic_enc_dim=8", "model.encoder.ci_enc_dim=4", "model.encoder.ic_dim=4",
         "model.generator.gen_dim=8", "model.generator.con_dim=4", "model.generator.co_dim=2",
@@ -49,7 +59,8 @@ def _hand_made_dist(target: Path, package: str) -> None:
     info = target / f"{package}-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[lfads.prior]\n{name} = {value}\n")
+    entry_points = EXAMPLE_ENTRY_POINTS if package == "lfads_example" else f"[lfads.prior]\n{name} = {value}\n"
+    (info / "entry_points.txt").write_text(entry_points)
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +154,7 @@ def test_plugins_json_lists_third_party_and_broken(env):
     assert res.returncode == 0, res.stderr
     rows = {(r["kind"], r["name"]): r for r in json.loads(res.stdout)}
     laplace = rows[("prior", "laplace")]
-    assert laplace["distribution"] == "lfads-laplace-prior"
+    assert laplace["distribution"] == "lfads-example"
     assert laplace["version"] == "0.1.0" and laplace["status"] == "ok"
     broken = rows[("prior", "broken")]
     assert broken["distribution"] == "lfads-broken-plugin"
@@ -229,7 +240,7 @@ def test_lookup_unknown_kind():
 def test_registry_finds_installed_plugins(installed):
     assert {"laplace", "broken", "normal"} <= set(registry.names("prior"))
     entry = registry.lookup("prior", "laplace")
-    assert (entry.dist, entry.version) == ("lfads-laplace-prior", "0.1.0")
+    assert (entry.dist, entry.version) == ("lfads-example", "0.1.0")
     cls = registry.load("prior", "laplace")
     assert cls.__name__ == "LaplacePrior" and attrs.has(cls.Config)
     with pytest.raises(PluginError) as info:
@@ -287,7 +298,7 @@ def test_two_distributions_registering_one_name_is_an_error(tmp_path, monkeypatc
 # --------------------------------------------------------------------------------------- #
 @pytest.fixture
 def laplace_module(installed):
-    return importlib.import_module("lfads_laplace_prior")
+    return importlib.import_module("lfads_example.laplace")
 
 
 def test_laplace_kl_matches_monte_carlo(laplace_module):

@@ -1,6 +1,7 @@
 """In-process tests of the spec: YAML -> frozen attrs classes, ``--set`` overrides, defaults,
-relative paths, round trips, and one-line :class:`SpecError` messages naming the field path and
-what was expected. Also: every exception of :mod:`lfads_core.errors` survives pickling."""
+relative paths, round trips, and :class:`SpecError` messages with one line per problem naming the
+field path and what was expected (every problem of a spec at once); the ``within``/``one_of``
+validators. Also: every exception of :mod:`lfads_core.errors` survives pickling."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import math
 import pickle
 import re
 from pathlib import Path
+from typing import Optional
 
+import attrs
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +24,8 @@ from lfads_core.errors import SpecError
 from lfads_core.spec.load import (apply_overrides, dump_spec, load_spec, parse_overrides,
                                   spec_from_dict, spec_to_dict)
 from lfads_core.spec.schema import DEFAULT_COMPONENTS, SamplingSpec, Spec, TrainSpec
-from lfads_core.spec.validators import FieldError
+from lfads_core.spec.convert import structure
+from lfads_core.spec.validators import FieldError, finite, ge, gt, one_of, unit_interval, within
 
 REPO = Path(__file__).resolve().parents[1]
 LORENZ_YAML = REPO / "examples" / "lorenz.yaml"
@@ -279,9 +283,247 @@ def test_rates_outside_unit_interval_are_rejected(value):
     assert names_path(msg, "model.augmentations.0.rate") and "must be in [0, 1)" in msg, msg
 
 
-def test_several_problems_are_reported_on_one_line():
-    msg = spec_error(raw_with(("model.generator.gen_dim", 0), ("train.lr", "x")))
-    assert "more problem" in msg, msg
+# --------------------------------------------------------------------------------------- #
+# Every problem at once, one line each
+# --------------------------------------------------------------------------------------- #
+def spec_problems(raw: dict, source: str = "spec") -> list[str]:
+    """The lines of the SpecError raised by structuring ``raw``, each ``source: path: problem``."""
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(raw, source=source)
+    msg = str(info.value)
+    assert "Traceback" not in msg and "more problem" not in msg, msg
+    lines = msg.split("\n")
+    assert lines == msg.splitlines() and all(line.strip() for line in lines), msg
+    assert all(line.startswith(f"{source}: ") for line in lines), msg
+    return [line.removeprefix(f"{source}: ") for line in lines]
+
+
+def test_every_problem_is_reported_one_line_each_in_field_order():
+    problems = spec_problems(raw_with(
+        ("train.lr", -0.1), ("train.max_epochs", 0),  # two bad fields of one section
+        ("model.encoder.ic_dimm", 3),  # a bad key of a component
+        ("data.batch_size", "16"),  # a bad type in another section
+        ("train.kl.ic_scale", -1.0),  # a nested class
+        ("model.generator.gen_dim", 0), ("model.generator.fac_dim", -1),  # two in one component
+        ("model.augmentations.0.rate", 1.5),  # a list item
+    ), source="my.yaml")
+    assert problems == [
+        "data.batch_size: expected an integer, got str '16'",
+        "model.encoder.ic_dimm: unknown key (expected one of: ic_enc_dim, ci_enc_dim, ic_dim, "
+        "ci_lag, ic_enc_seq_len, ic_post_var_min, cell_clip), did you mean 'ic_dim'?",
+        "model.generator.gen_dim: must be >= 1, got 0",
+        "model.generator.fac_dim: must be >= 1, got -1",
+        "model.augmentations.0.rate: must be in [0, 1), got 1.5",
+        "train.max_epochs: must be >= 1, got 0",
+        "train.lr: must be > 0.0, got -0.1",
+        "train.kl.ic_scale: must be >= 0.0, got -1.0",
+    ], problems
+
+
+def test_problems_of_every_kind_are_listed_together():
+    raw = raw_with(("model.generator.gen_dim", "8"), ("model.generator.co_dim", -1),
+                   ("model.reconstruction.name", "poison"), ("train.kl", "x"),
+                   ("train.l2.gen_scale", -1.0), ("trian", 1), ("sampling.plots", 1))
+    del raw["data"]["path"]
+    problems = spec_problems(raw)
+    paths = [line.split(": ", 1)[0] for line in problems]
+    assert paths == ["data.path", "model.generator.gen_dim", "model.generator.co_dim",
+                     "model.reconstruction", "train.kl", "train.l2.gen_scale", "sampling.plots",
+                     "trian"], problems
+    assert problems[0] == "data.path: required field missing"
+    assert "did you mean 'poisson'" in problems[3] and "did you mean 'train'" in problems[-1]
+
+
+@SETTINGS
+@given(bad=st.lists(st.sampled_from(["train.lr", "train.adam_eps", "train.grad_clip",
+                                     "train.kl.co_scale", "model.generator.cell_clip",
+                                     "model.dropout_rate", "sampling.num_samples"]),
+                    min_size=1, max_size=7, unique=True))
+def test_each_bad_field_is_one_line(bad):
+    problems = spec_problems(raw_with(*[(path, -5) for path in bad]))
+    assert sorted(line.split(": ", 1)[0] for line in problems) == sorted(bad), problems
+    assert all("must be" in line and "got -5" in line for line in problems), problems
+
+
+def test_problems_message_pickles_whole():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(raw_with(("train.lr", 0.0), ("data.batch_size", 0)))
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is SpecError and str(back) == str(info.value)
+    assert len(str(back).splitlines()) == 2
+
+
+def test_cattrs_transform_error_keeps_paths():
+    import cattrs
+
+    from lfads_core.spec.convert import CONVERTER, error_lines
+    with pytest.raises(cattrs.ClassValidationError) as info:
+        CONVERTER.structure({"lr": 0.0, "kl": {"ramp_epochs": -1}, "nan": {"lr_factor": 2}},
+                            TrainSpec)
+    assert [m.rsplit(" @ ", 1)[1] for m in cattrs.transform_error(info.value)] == [
+        "$.lr", "$.kl.ramp_epochs", "$.nan.lr_factor"]
+    assert error_lines(info.value) == ["lr: must be > 0.0, got 0.0",
+                                       "kl.ramp_epochs: must be >= 0, got -1",
+                                       "nan.lr_factor: must be in [0, 1), got 2.0"]
+
+
+# Plugin-style configs (string annotations, as under ``from __future__ import annotations``).
+@attrs.frozen
+class _Inner:
+    a: "int" = attrs.field(default=1, validator=ge(0))
+    b: "float" = attrs.field(default=0.5, validator=within(0.0, 1.0, high_inclusive=False))
+
+
+@attrs.frozen
+class _Outer:
+    inner: "_Inner" = attrs.Factory(_Inner)
+    items: "list[_Inner]" = attrs.Factory(list)
+    mode: "str" = attrs.field(default="mean", validator=one_of("mean", "median"))
+    lo: "int" = 0
+    hi: "int" = attrs.field(default=10)
+    threads: "Optional[int]" = attrs.field(default=None, validator=ge(1))
+
+    @hi.validator
+    def _hi_above_lo(self, attribute, value):
+        if value < self.lo:
+            raise ValueError(f"must be >= lo ({self.lo}), got {value}")
+
+    def __attrs_post_init__(self):
+        if self.lo == 13:
+            raise FieldError("lo", "13 is not allowed")
+
+
+def outer_problems(raw: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        structure(raw, _Outer, source="cfg")
+    return str(info.value).splitlines()
+
+
+def test_nested_class_errors_keep_their_full_paths():
+    assert structure({"inner": {"a": 2}, "items": [{}, {"b": 0.25}]}, _Outer) == _Outer(
+        inner=_Inner(a=2), items=[_Inner(), _Inner(b=0.25)])
+    assert outer_problems({"inner": {"a": -1, "b": 1.0, "c": 0},
+                           "items": [{"a": 0}, {"a": -2, "b": "x"}, 3],
+                           "mode": "medain", "lo": 3, "hi": 2, "threads": 0}) == [
+        "cfg: inner.a: must be >= 0, got -1",
+        "cfg: inner.b: must be in [0.0, 1.0), got 1.0",
+        "cfg: inner.c: unknown key (expected one of: a, b)",
+        "cfg: items.1.a: must be >= 0, got -2",
+        "cfg: items.1.b: expected a number, got str 'x'",
+        "cfg: items.2: expected a mapping, got int 3",
+        "cfg: mode: must be one of 'mean', 'median', got 'medain'; did you mean 'median'?",
+        "cfg: hi: must be >= lo (3), got 2",
+        "cfg: threads: must be >= 1, got 0",
+    ]
+
+
+def test_validator_reading_a_broken_field_adds_no_spurious_line():
+    assert outer_problems({"lo": "x", "hi": 2}) == ["cfg: lo: expected an integer, got str 'x'"]
+
+
+def test_post_init_error_is_reported_with_its_path():
+    assert outer_problems({"lo": 13, "hi": 20}) == ["cfg: lo: 13 is not allowed"]
+    assert outer_problems({"lo": 13, "hi": 2}) == ["cfg: hi: must be >= lo (13), got 2"]
+
+
+def test_validators_run_once_per_field():
+    calls = []
+
+    def counting(_, attribute, value):
+        calls.append((attribute.name, value))
+
+    @attrs.frozen
+    class Counted:
+        x: int = attrs.field(default=0, validator=counting)
+        y: int = attrs.field(default=1, validator=counting)
+
+    counted = structure({"x": 3}, Counted)
+    assert (counted.x, counted.y) == (3, 1)
+    assert calls == [("x", 3), ("y", 1)]  # defaults are validated too, as attrs does
+
+
+# --------------------------------------------------------------------------------------- #
+# Validators: within, one_of
+# --------------------------------------------------------------------------------------- #
+@attrs.define
+class _Rate:
+    rate: float = 0.0
+
+
+_FIELD = attrs.fields(_Rate).rate  # what attrs passes a validator
+
+
+def check(validator, value) -> str | None:
+    """None when ``validator`` accepts ``value``, else the FieldError message."""
+    try:
+        validator(None, _FIELD, value)
+    except FieldError as exc:
+        assert exc.field == "rate" and str(exc) == f"rate: {exc.message}"
+        return exc.message
+    return None
+
+
+@pytest.mark.parametrize("kwargs, value, message", [
+    ({}, 1.5, "must be in [0.0, 1.0], got 1.5"),
+    ({}, -0.5, "must be in [0.0, 1.0], got -0.5"),
+    ({"high_inclusive": False}, 1.0, "must be in [0.0, 1.0), got 1.0"),
+    ({"low_inclusive": False}, 0.0, "must be in (0.0, 1.0], got 0.0"),
+    ({"low_inclusive": False, "high_inclusive": False}, 1.0, "must be in (0.0, 1.0), got 1.0"),
+    ({}, math.nan, "must be in [0.0, 1.0], got nan"),
+    ({}, math.inf, "must be in [0.0, 1.0], got inf"),
+    ({}, 0.0, None), ({}, 1.0, None), ({}, 0.5, None), ({}, None, None), ({}, 1, None),
+    ({"high_inclusive": False}, 0.0, None), ({"low_inclusive": False}, 1.0, None),
+])
+def test_within_messages(kwargs, value, message):
+    assert check(within(0.0, 1.0, **kwargs), value) == message
+
+
+def test_within_int_bounds_and_bad_bounds():
+    assert check(within(1, 10), 11) == "must be in [1, 10], got 11"
+    assert check(within(1, 10), 10) is None
+    with pytest.raises(ValueError):
+        within(2, 1)
+
+
+@SETTINGS
+@given(low=st.floats(-1e6, 1e6), width=st.floats(0, 1e6), low_inc=st.booleans(),
+       high_inc=st.booleans(),
+       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**7, 10**7)))
+def test_within_accepts_exactly_the_interval(low, width, low_inc, high_inc, value):
+    high = low + width
+    inside = ((low <= value) if low_inc else (low < value)) and \
+             ((value <= high) if high_inc else (value < high))
+    message = check(within(low, high, low_inclusive=low_inc, high_inclusive=high_inc), value)
+    assert (message is None) == inside, (low, high, low_inc, high_inc, value, message)
+    if message is not None:
+        brackets = ("[" if low_inc else "(") + f"{low}, {high}" + ("]" if high_inc else ")")
+        assert message == f"must be in {brackets}, got {value!r}"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("d", "must be one of 'a', 'b', 'c', got 'd'"),
+    ("medain", "must be one of 'mean', 'median', 'max', got 'medain'; did you mean 'median'?"),
+    (3, "must be one of 'mean', 'median', 'max', got 3"),
+    ("mean", None), ("max", None),
+])
+def test_one_of_messages(value, message):
+    choices = ("a", "b", "c") if value == "d" else ("mean", "median", "max")
+    assert check(one_of(*choices), value) == message
+
+
+def test_one_of_is_strict_about_booleans():
+    assert check(one_of(0, 1), True) == "must be one of 0, 1, got True"
+    assert check(one_of(0, 1), 1) is None
+    with pytest.raises(ValueError):
+        one_of()
+
+
+def test_old_validators_still_work():
+    assert check(ge(1), 0) == "must be >= 1, got 0" and check(ge(1), None) is None
+    assert check(gt(0.0), math.nan) == "must be > 0.0, got nan"
+    assert check(unit_interval(), 1.0) == "must be in [0, 1), got 1.0"
+    assert check(unit_interval(True), 1.0) is None
+    assert check(finite, math.inf) == "must be a finite number, got inf"
 
 
 # --------------------------------------------------------------------------------------- #

@@ -14,6 +14,7 @@ import torch
 
 from lfads_core.data.batches import to_tensors
 from lfads_core.data.h5 import Split
+from lfads_core.data.stats import DataStats
 from lfads_core.data.synth import make_lorenz
 from lfads_core.errors import TrainingError
 from lfads_core.model.build import build_augmentations, build_model
@@ -49,7 +50,7 @@ def make_trainer(data, seed=0, log=None, **train) -> Trainer:
     spec = make_spec(**train)
     torch.manual_seed(seed)
     model = build_model(spec.model, [SessionShape(N_NEURONS, N_NEURONS, N_BINS, N_BINS)],
-                        recon_means=[tr.recon.mean((0, 1))])
+                        [DataStats.from_array(tr.recon.numpy())])
     return Trainer(model, build_augmentations(spec.model), tr, va, spec.train, batch_size=16,
                    log=log if log is not None else (lambda s: None))
 

@@ -166,7 +166,8 @@ def truth_in_data_units(truth: np.ndarray, recon: np.ndarray, factor: float) -> 
 
 
 def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
-    """Data must lie in the reconstruction's support; NaNs only with an augmentation for them."""
+    """Data must lie in the reconstruction's support (its ``check_data`` gets each split's
+    [trials, T_r, N] recon array, NaN where unobserved); NaNs only with an augmentation for them."""
     for split in ds.splits.values():
         for kind, arr in (("encod", split.encod), ("recon", split.recon)):
             if arr is None:
@@ -179,6 +180,6 @@ def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
                 raise DataError(f"{ds.path}: {key} contains {int(nan.sum())} NaN values and no "
                                 f"augmentation in model.augmentations handles NaN (such as SBTT from lfads-calcium)")
             if kind == "recon":
-                problem = recon.check_data(arr[~nan])
+                problem = recon.check_data(arr)
                 if problem:
                     raise DataError(f"{ds.path}: {key} {problem} (model.reconstruction: {recon_name})")

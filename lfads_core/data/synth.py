@@ -415,7 +415,7 @@ def write_h5(
     :class:`SynthData`) and then overridden by ``attrs``. ``bin_size_ms`` is
     required; ``generator`` defaults to ``"custom"`` and ``seed`` to -1 when
     unknown. Every ``{split}_truth`` dataset gets ``conversion_factor = 1.0``
-    and ``units = "counts per bin"``.
+    and ``units``: the attribute ``truth_units``, else ``"counts per bin"``.
 
     The file is written to a temporary file in the target directory (created
     if missing) and moved into place with ``os.replace``.
@@ -460,7 +460,7 @@ def _write_h5_file(
             dset = f.create_dataset(name, data=array, **opts)
             if name.endswith("_truth"):
                 dset.attrs["conversion_factor"] = 1.0
-                dset.attrs["units"] = "counts per bin"
+                dset.attrs["units"] = str(file_attrs.get("truth_units", "counts per bin"))
 
 
 SYNTH_GENERATORS: dict[str, Callable[..., SynthData]] = {

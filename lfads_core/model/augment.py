@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import torch
 
+from ..components import AugmentContext, Augmentation
 from ..protocols import Batch
 from ..spec.validators import unit_interval
 
@@ -14,26 +15,22 @@ class CoordinatedDropoutConfig:
     rate: float = attrs.field(default=0.3, validator=unit_interval())
 
 
-class CoordinatedDropout:
+class CoordinatedDropout(Augmentation):
     """During training, drops each input element with probability ``rate`` (kept ones are
     scaled by 1/(1 − rate)) and lets reconstruction gradients flow only from the elements the
     encoder did not see, through ``Batch.grad_mask``; the loss value is unchanged. The first
     T_e bins and N_in channels of the reconstruction are taken to be the encoder's input;
     extra recon channels/bins (held-out neurons, forward prediction) keep their gradients.
-    Off at validation."""
+    Off at validation. ``rate`` is a hyperparameter (changeable between epochs)."""
 
     Config = CoordinatedDropoutConfig
-    handles_nan = False
     hyperparameters = ("rate",)
 
-    def __init__(self, config: CoordinatedDropoutConfig):
-        self.rate = config.rate
-
-    def __call__(self, batch: Batch, training: bool) -> Batch:
-        if not training or self.rate <= 0.0:
+    def __call__(self, batch: Batch, ctx: AugmentContext) -> Batch:
+        if not ctx.training or self.rate <= 0.0:
             return batch
         x = batch.encod
-        kept = torch.rand(x.shape, device=x.device) >= self.rate
+        kept = torch.rand(x.shape, generator=ctx.generator, device=x.device) >= self.rate
         encod = x * kept / (1.0 - self.rate)
         _, t_e, n_e = x.shape
         grad = batch.grad_mask.clone()

@@ -7,15 +7,18 @@ from typing import Optional, Sequence
 import torch
 
 from .. import registry
+from ..conformance import ComponentError
+from ..data.stats import DataStats
 from ..errors import SpecError
 from ..spec.schema import ModelSpec
 from .lfads import LFADS, SessionShape
 
 
 def build_model(spec: ModelSpec, sessions: Sequence[SessionShape],
-                recon_means: Optional[Sequence[torch.Tensor]] = None) -> LFADS:
-    """Components are loaded by name from the registries. ``recon_means`` (one [N] tensor per
-    session) start each readout at the data's per-channel mean."""
+                stats: Optional[Sequence[DataStats]] = None) -> LFADS:
+    """Components are loaded by name from the registries. ``stats`` (one per session, of the
+    training data) go to each reconstruction's ``init_params``, whose result starts the
+    readout's bias (e.g. at the data's per-channel mean)."""
     cls = lambda comp: registry.load(comp.kind, comp.name)  # noqa: E731
     first = sessions[0]
     readins = [cls(spec.readin)(spec.readin.config, in_dim=s.n_in) for s in sessions]
@@ -31,10 +34,14 @@ def build_model(spec: ModelSpec, sessions: Sequence[SessionShape],
     recons = [cls(spec.reconstruction)(spec.reconstruction.config, n_channels=s.n_out) for s in sessions]
     readouts = [cls(spec.readout)(spec.readout.config, in_dim=generator.fac_dim,
                                   out_dim=s.n_out * r.n_params) for s, r in zip(sessions, recons)]
-    if recon_means is not None:
-        for readout, recon, mean in zip(readouts, recons, recon_means):
-            if hasattr(readout, "init_bias") and hasattr(recon, "init_params"):
-                readout.init_bias(recon.init_params(mean))
+    if stats is not None:
+        for readout, recon, st, s in zip(readouts, recons, stats, sessions):
+            bias = recon.init_params(st)
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (s.n_out, recon.n_params):
+                got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+                raise ComponentError(f"model.reconstruction: {registry.lookup('reconstruction', spec.reconstruction.name).who}: "
+                                     f"init_params returned {got}, expected [{s.n_out}, {recon.n_params}] (readout bias [N, P])")
+            readout.init_bias(bias)
     ic_prior = cls(spec.ic_prior)(spec.ic_prior.config, shape=(encoder.ic_dim,))
     co_prior = None
     if generator.co_dim > 0:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..components import Encoder
 from ..protocols import EncoderOutput
 from ..spec.validators import ge
 from .gru import StackedGRU
@@ -25,7 +26,7 @@ class BiGRUConfig:
     cell_clip: float = attrs.field(default=5.0, validator=ge(0.0))
 
 
-class BiGRUEncoder(nn.Module):
+class BiGRUEncoder(Encoder):
     """IC encoder: a bidirectional GRU over the first ``ic_enc_seq_len`` bins (all when 0); its
     two final states -> dropout -> linear -> posterior mean and log-variance of z_ic [B, Z],
     std = sqrt(exp(logvar) + ic_post_var_min).

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import attrs
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from ..components import Reconstruction
+from ..data.stats import DataStats
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -18,12 +19,14 @@ class GaussianConfig:
     pass
 
 
-class Gaussian(nn.Module):
-    """params [B, T, N, 2] = (μ, log σ²); NLL = ½(log 2π + log σ² + (x − μ)²/σ²); mean μ."""
+class Gaussian(Reconstruction):
+    """params [B, T, N, 2] = (μ, log σ²); NLL = ½(log 2π + log σ² + (x − μ)²/σ²); mean μ, in the
+    data's own units. Starts at each channel's mean and variance."""
 
     Config = GaussianConfig
     n_params = 2
     support = "real values"
+    units = "data units"
 
     def __init__(self, config: GaussianConfig, n_channels: int):
         super().__init__()
@@ -36,12 +39,5 @@ class Gaussian(nn.Module):
     def mean(self, params: Tensor) -> Tensor:
         return params[..., 0]
 
-    def penalty(self) -> Tensor:
-        return torch.zeros(())
-
-    def check_data(self, data: np.ndarray) -> Optional[str]:
-        return None
-
-    def init_params(self, mean: Tensor, var: Optional[Tensor] = None) -> Tensor:
-        logvar = torch.log(var.clamp_min(1e-6)) if var is not None else torch.zeros_like(mean)
-        return torch.stack([mean, logvar], dim=-1)
+    def init_params(self, stats: DataStats) -> Tensor:
+        return torch.stack([stats.mean, torch.log(stats.var.clamp_min(1e-6))], dim=-1)

@@ -9,6 +9,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ..components import Generator
 from ..protocols import GeneratorOutput
 from ..spec.validators import ge
 from .gru import GRUCell
@@ -41,7 +42,7 @@ def _drop(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     return x if mask is None else x * mask
 
 
-class GRUGenerator(nn.Module):
+class GRUGenerator(Generator):
     """g_0 = Linear(dropout(z_ic)); each step t:
     c_t = GRU_con(dropout([ci_t ; f_{t-1}]), c_{t-1}); (mean, logvar) = Linear(c_t);
     u_t ~ N(mean, exp(logvar) + co_post_var_min) when sampling, else its mean;

@@ -77,11 +77,13 @@ class LFADS(nn.Module):
     def losses(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
         """Unscaled loss terms: ``recon`` (mean NLL per observed element, gradients only through
         ``batch.grad_mask``), ``kl_ic`` and ``kl_co`` (summed over dims and time, mean over trials),
-        ``penalty`` (the reconstruction's own), and ``l2_<group>`` (½‖W‖²/numel per group)."""
+        ``penalty`` (the reconstruction's own), ``l2_<group>`` (½‖W‖²/numel per group) and
+        ``metric_<name>`` (the reconstruction's ``epoch_metrics``, no gradients)."""
         recon = self.reconstructions[batch.session]
+        weight = batch.loss_mask
         nll = recon.nll(out.params, batch.recon)
         nll = torch.where(batch.grad_mask, nll, nll.detach())
-        weight = batch.loss_mask
+        nll = torch.where(weight > 0, nll, torch.zeros((), device=nll.device))  # unobserved: no value
         terms = {"recon": (nll * weight).sum() / weight.sum().clamp_min(1.0)}
         terms["kl_ic"] = self.ic_prior.kl(out.ic_mean, out.ic_std).mean()
         if self.co_prior is not None and out.co_means is not None:
@@ -89,6 +91,9 @@ class LFADS(nn.Module):
         else:
             terms["kl_co"] = torch.zeros((), device=nll.device)
         terms["penalty"] = recon.penalty()
+        with torch.no_grad():
+            for name, value in recon.epoch_metrics(out.params, batch.recon, weight).items():
+                terms[f"metric_{name}"] = value.reshape(())
         for group, kernels in self.l2_groups().items():
             numel = sum(k.numel() for k in kernels)
             terms[f"l2_{group}"] = 0.5 * sum(k.square().sum() for k in kernels) / numel

@@ -8,6 +8,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ..components import Prior
 from ..spec.validators import gt
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -24,7 +25,7 @@ class NormalConfig:
     learn_mean: bool = True
 
 
-class NormalPrior(nn.Module):
+class NormalPrior(Prior):
     """N(m, v I) over the last dimension; m learnable (starting at ``mean``), v fixed.
 
     ``kl(mean, std)``: posterior [B, Z] or [B, T, U] -> KL summed over non-batch dims [B]:
@@ -51,7 +52,7 @@ class ARNormalConfig:
     learnable: bool = True
 
 
-class ARNormalPrior(nn.Module):
+class ARNormalPrior(Prior):
     """Per-dimension AR(1) prior over a sequence: α = exp(−1/τ) (τ in bins),
     u_1 ~ N(0, nvar/(1 − α²)), u_t | u_{t−1} ~ N(α u_{t−1}, nvar). τ and nvar are learnable
     in log space.

@@ -8,13 +8,15 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ..components import Readin, Readout
+
 
 @attrs.frozen
 class IdentityConfig:
     pass
 
 
-class IdentityReadin(nn.Module):
+class IdentityReadin(Readin):
     """Passes the data through: [B, T, N_in] -> [B, T, N_in] (``out_dim`` = N_in)."""
 
     Config = IdentityConfig
@@ -32,7 +34,7 @@ class LinearReadoutConfig:
     pass
 
 
-class LinearReadout(nn.Module):
+class LinearReadout(Readout):
     """Factors to distribution parameters: [B, T, F] -> [B, T, N*P]; weights ~ N(0, 1/F)."""
 
     Config = LinearReadoutConfig

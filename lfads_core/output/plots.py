@@ -58,11 +58,13 @@ def plot_rates(
     trials: Sequence[int] = (0, 1, 2),
     neurons: Sequence[int] | None = None,
     bin_ms: float | None = None,
+    units: str = "counts per bin",
 ) -> Path:
-    """Inferred rates (line) over spike counts (bars), optionally vs truth.
+    """Inferred signal (line) over the data (bars), optionally vs truth.
 
     Args:
-        spikes, rates, truth: [trials, T, N] in counts per bin.
+        spikes, rates, truth: [trials, T, N] data, inferred mean and truth, in ``units``
+            (the reconstruction's: counts per bin for spikes). NaN (unobserved) is not drawn.
         trials: trials to show, one column each (at most 3; indices past the
             end are dropped).
         neurons: neurons to show, one row each (at most 4); default: the 4
@@ -89,8 +91,8 @@ def plot_rates(
     for r, neuron in enumerate(rows):
         for c, trial in enumerate(cols):
             ax = axes[r, c]
-            ax.bar(x, spikes[trial, :, neuron], width=width, align="edge",
-                   color="0.8", label="spikes")
+            ax.bar(x, np.nan_to_num(spikes[trial, :, neuron]), width=width, align="edge",
+                   color="0.8", label="data")
             ax.plot(x + width / 2, rates[trial, :, neuron], color="C0", lw=1.2,
                     label="inferred")
             if truth is not None:
@@ -99,12 +101,12 @@ def plot_rates(
             if r == 0:
                 ax.set_title(f"trial {trial}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"neuron {neuron}\ncounts/bin", fontsize=8)
+                ax.set_ylabel(f"channel {neuron}\n{units}", fontsize=8)
             if r == len(rows) - 1:
                 ax.set_xlabel("time (ms)" if bin_ms else "time (bins)", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0, -1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("Inferred rates over spikes")
+    fig.suptitle(f"Inferred mean ({units}) over the data")
     fig.tight_layout()
     return _save(fig, path)
 

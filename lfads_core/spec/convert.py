@@ -11,8 +11,8 @@ from typing import Any
 import attrs
 import cattrs
 from cattrs.cols import list_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn
+from cattrs.errors import (AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError,
+                           IterableValidationError)
 
 from .. import registry
 from ..errors import PluginError, SpecError
@@ -54,13 +54,120 @@ def _strict_list(tp, converter: cattrs.Converter):
 
 
 def _strict_class(cls, converter: cattrs.Converter):
-    inner = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    """Structure hook of an attrs class that reports every problem of the mapping at once.
+
+    Each field is structured on its own (a structuring error, a missing required field and an
+    unknown key are each one problem), then every field's validator runs on its value (each
+    failure is one problem); only when there is none is the instance built, with validators
+    disabled so they do not run twice. Problems are raised together as cattrs'
+    ``ClassValidationError`` with an ``AttributeValidationNote`` per field, in field order
+    (unknown keys last), so :func:`error_lines` and ``cattrs.transform_error`` give their paths.
+    """
+    try:
+        attrs.resolve_types(cls)  # string annotations (``from __future__ import annotations``)
+        unresolved = None
+    except Exception as exc:  # noqa: BLE001 - reported when the class is structured
+        unresolved = (f"cannot read the field types of {cls.__qualname__} "
+                      f"({type(exc).__name__}: {exc})")
+    fields = attrs.fields(cls)
+    init_fields = [f for f in fields if f.init]
+    allowed = {f.name for f in init_fields}
+    handlers: dict[str, Any] = {}
+
+    def handler(f):
+        if f.name not in handlers:
+            handlers[f.name] = converter.get_structure_hook(f.type)
+        return handlers[f.name]
 
     def hook(value, _):
+        if unresolved:
+            raise SpecError(unresolved)
         if not isinstance(value, dict):
             raise _TypeMismatch("a mapping", value)
-        return inner(value, cls)
+        structured: dict[str, Any] = {}
+        failed: dict[str, list[Exception]] = {}
+        for f in init_fields:
+            if f.name not in value:
+                if f.default is attrs.NOTHING:
+                    failed[f.name] = [KeyError(f.name)]
+                continue
+            try:
+                structured[f.name] = handler(f)(value[f.name], f.type)
+            except Exception as exc:  # noqa: BLE001 - every problem becomes one line
+                failed[f.name] = [exc]
+        _validate(cls, fields, structured, failed)
+        errors = [_noted(exc, cls, _note_name(exc, f), f.type)
+                  for f in fields for exc in failed.get(f.name, ())]
+        unknown = set(value) - allowed
+        if unknown:
+            errors.append(ForbiddenExtraKeysError("", cls, unknown))
+        if errors:
+            raise ClassValidationError(f"While structuring {cls.__qualname__}", errors, cls)
+        try:
+            with attrs.validators.disabled():
+                return cls(**{f.alias: structured[f.name]
+                              for f in init_fields if f.name in structured})
+        except Exception as exc:  # noqa: BLE001 - e.g. __attrs_post_init__: path of the class
+            raise ClassValidationError(f"While structuring {cls.__qualname__}", [exc],
+                                       cls) from None
     return hook
+
+
+def _validate(cls, fields, structured: dict, failed: dict) -> None:
+    """Run the validator of every field that has a value (structured, or its default) and add
+    each failure to ``failed``. Validators get a stand-in instance holding the field values
+    (converters applied), as attrs would give them the instance being built."""
+    shadow = object.__new__(cls)
+    values = {}
+    for f in fields:
+        if f.name in failed:
+            continue
+        try:
+            if f.name in structured:
+                v = _convert(f, structured[f.name], shadow)
+            elif f.default is attrs.NOTHING:
+                continue
+            elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+                v = f.default.factory(shadow) if f.default.takes_self else f.default.factory()
+            else:
+                v = f.default
+            object.__setattr__(shadow, f.name, v)
+            values[f.name] = v
+        except Exception as exc:  # noqa: BLE001 - a converter failed: a problem of the field
+            failed[f.name] = [exc]
+    for f in fields:
+        if f.validator is None or f.name not in values:
+            continue
+        try:
+            f.validator(shadow, f, values[f.name])
+        except AttributeError as exc:
+            if len(values) == len(fields):
+                failed.setdefault(f.name, []).append(exc)
+            # else it read a field without a value, whose own problem is already reported
+        except Exception as exc:  # noqa: BLE001 - FieldError, ValueError, or a validator's bug
+            failed.setdefault(f.name, []).append(exc)
+
+
+def _convert(f, value, shadow):
+    conv = f.converter
+    if conv is None:
+        return value
+    if isinstance(conv, attrs.Converter):
+        args = [value] + ([shadow] if conv.takes_self else []) + ([f] if conv.takes_field else [])
+        return conv.converter(*args)
+    return conv(value)
+
+
+def _note_name(exc: BaseException, f) -> str:
+    # A validator's FieldError names its field (normally the validated one).
+    return exc.field if isinstance(exc, FieldError) else f.name
+
+
+def _noted(exc: Exception, cls, name: str, tp) -> Exception:
+    note = AttributeValidationNote(f"Structuring class {cls.__qualname__} @ attribute {name}",
+                                   name, tp)
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
 
 
 def _structure_component(converter: cattrs.Converter):
@@ -109,7 +216,7 @@ CONVERTER = make_converter()
 
 def _format(exc: BaseException, _type) -> str:
     if isinstance(exc, ForbiddenExtraKeysError):
-        allowed = [f.name for f in attrs.fields(exc.cl)]
+        allowed = [f.name for f in attrs.fields(exc.cl) if f.init]
         parts = []
         for key in sorted(exc.extra_fields):
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -117,7 +224,9 @@ def _format(exc: BaseException, _type) -> str:
             parts.append(f"\x00{key}\x00unknown key (expected one of: {', '.join(allowed)}){hint}")
         return "\x01".join(parts)
     if isinstance(exc, FieldError):
-        return f"\x00{exc.field}\x00{exc.message}"
+        if any(type(note) is AttributeValidationNote for note in getattr(exc, "__notes__", ())):
+            return exc.message  # a validator's failure: the note already put the field in the path
+        return f"\x00{exc.field}\x00{exc.message}"  # e.g. from __attrs_post_init__
     if isinstance(exc, KeyError):  # cattrs already put the field in the path
         return "required field missing"
     if isinstance(exc, (PluginError, SpecError, _TypeMismatch)):
@@ -131,7 +240,7 @@ def _format(exc: BaseException, _type) -> str:
 
 
 def error_lines(exc: BaseException) -> list[str]:
-    """Flatten a cattrs error tree into ``path: message`` lines."""
+    """Flatten a cattrs error tree into ``path: message`` lines, one per problem."""
     lines = []
     for raw in cattrs.transform_error(exc, path="$", format_exception=_format):
         message, _, path = raw.rpartition(" @ ")
@@ -141,23 +250,30 @@ def error_lines(exc: BaseException) -> list[str]:
             if part.startswith("\x00"):
                 _, field, text = part.split("\x00", 2)
                 full = f"{path}.{field}" if path else field
-                lines.append(f"{full}: {text}")
+                lines.append(f"{full}: {_one_line(text)}")
             else:
-                lines.append(f"{path or 'spec'}: {part}")
+                lines.append(f"{path or 'spec'}: {_one_line(part)}")
     return lines
 
 
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
 def structure(raw: dict, cls: type, source: str = "spec"):
-    """Structure a raw mapping into ``cls``; raise a one-line SpecError on any problem."""
+    """Structure a raw mapping into ``cls``, or raise one SpecError listing every problem.
+
+    The message has one line per problem, ``{source}: {path}: {problem}``, in the order of the
+    fields of ``cls`` (unknown keys after the fields of their section);
+    ``str(exc).splitlines()`` gives the problems.
+    """
     try:
         return CONVERTER.structure(raw, cls)
     except (ClassValidationError, IterableValidationError) as exc:
         lines = error_lines(exc)
     except (PluginError, SpecError, _TypeMismatch) as exc:
-        lines = [str(exc)]
-    first = lines[0]
-    more = f" (and {len(lines) - 1} more problem{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
-    raise SpecError(f"{source}: {first}{more}")
+        lines = [_one_line(str(exc))]
+    raise SpecError("\n".join(f"{source}: {line}" for line in lines)) from None
 
 
 def unstructure(obj) -> dict:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..components import AugmentContext
 from ..data.batches import TensorSplit, batches
 from ..errors import TrainingError
 from ..model.lfads import LFADS
@@ -30,6 +31,11 @@ L2_KEYS = {"gen": "gen_scale", "con": "con_scale", "ic_enc": "ic_enc_scale", "ci
 
 class NonFiniteLoss(Exception):
     pass
+
+
+def augmentation_seed(seed: int, index: int) -> int:
+    """The seed of the random generator of augmentation ``index`` for ``train.seed``."""
+    return (seed * 1_000_003 + 7919 * (index + 1)) % (2**63 - 1)
 
 
 class Trainer:
@@ -62,6 +68,9 @@ class Trainer:
         self.nan_recoveries = 0
         self.stop_reason: Optional[str] = None
         self.data_rng = torch.Generator().manual_seed(spec.seed)
+        # One generator per augmentation, saved with the state: a resumed run draws the same masks.
+        self.aug_rngs = [torch.Generator().manual_seed(augmentation_seed(spec.seed, i))
+                         for i in range(len(augmentations))]
 
     # -- hyperparameters -------------------------------------------------------------------
     def set_hparams(self, values: dict[str, float]) -> None:
@@ -103,8 +112,8 @@ class Trainer:
         gen = self.data_rng if training else None
         with torch.set_grad_enabled(training):
             for batch in batches(data, self.batch_size, gen):
-                for aug in self.augmentations:
-                    batch = aug(batch, training)
+                for aug, rng in zip(self.augmentations, self.aug_rngs):
+                    batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
                 out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
                 terms = model.losses(out, batch)
                 total = self._total(terms, self.epoch)
@@ -166,12 +175,13 @@ class Trainer:
                **{f"train_{k}": v for k, v in train.items() if not k.startswith("l2_")},
                "train_l2": self._weighted_l2(train),
                **{f"valid_{k}": valid[k] for k in ("loss", "recon", "kl_ic", "kl_co")},
+               **{f"valid_{k[7:]}": v for k, v in valid.items() if k.startswith("metric_")},
                "valid_recon_smooth": self.smoothed,
                "lr": self.hparams["train.lr"],
                "kl_ramp": ramp(self.epoch, spec.kl.ramp_epochs),
                "l2_ramp": ramp(self.epoch, spec.l2.ramp_epochs),
                "is_best": int(is_best), "seconds": seconds}
-        row.pop("train_penalty", None)
+        row = {(f"train_{k[13:]}" if k.startswith("train_metric_") else k): v for k, v in row.items()}
         self.history.append(row)
         self.epoch += 1
         if self.epoch >= spec.max_epochs:
@@ -199,7 +209,8 @@ class Trainer:
                 "smoothed": self.smoothed, "best": self.best, "best_epoch": self.best_epoch,
                 "since_best": self.since_best, "plateau": (self.plateau_best, self.plateau_bad),
                 "nan_recoveries": self.nan_recoveries, "stop_reason": self.stop_reason,
-                "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state()}
+                "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
+                "aug_rngs": [g.get_state() for g in self.aug_rngs]}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -211,6 +222,8 @@ class Trainer:
         self.nan_recoveries, self.stop_reason = state["nan_recoveries"], state["stop_reason"]
         torch.set_rng_state(state["rng"])
         self.data_rng.set_state(state["data_rng"])
+        for g, saved in zip(self.aug_rngs, state.get("aug_rngs", ())):
+            g.set_state(saved)
         if self.stop_reason and self.stop_reason.startswith("reached max_epochs") \
                 and self.epoch < self.spec.max_epochs:
             self.stop_reason = None  # max_epochs was raised: go on

@@ -7,7 +7,9 @@ from typing import Optional
 import attrs
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from lfads_core import DataStats, Reconstruction
 
 
 @attrs.frozen
@@ -15,12 +17,21 @@ class PoissonConfig:
     pass
 
 
-class Poisson(nn.Module):
-    """params [B, T, N, 1] = log-rate ℓ; NLL = e^ℓ − x ℓ + log x!; mean e^ℓ (counts per bin)."""
+def _channels(idx: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"channel{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+class Poisson(Reconstruction):
+    """params [B, T, N, 1] = log-rate ℓ; NLL = e^ℓ − x ℓ + log x!; mean e^ℓ (counts per bin).
+    Starts at each channel's mean count (log of max(mean, 1e-3))."""
 
     Config = PoissonConfig
     n_params = 1
     support = "non-negative integer counts"
+    units = "counts per bin"
+    metrics = ("bits_per_spike",)
 
     def __init__(self, config: PoissonConfig, n_channels: int):
         super().__init__()
@@ -33,18 +44,23 @@ class Poisson(nn.Module):
     def mean(self, params: Tensor) -> Tensor:
         return torch.exp(params[..., 0])
 
-    def penalty(self) -> Tensor:
-        return torch.zeros(())
-
     def check_data(self, data: np.ndarray) -> Optional[str]:
+        data = np.asarray(data)
         if data.size == 0:
             return None
-        if float(np.min(data)) < 0:
-            return f"has negative values (min {float(np.min(data)):g}); Poisson needs counts >= 0"
-        if not np.array_equal(data, np.round(data)):
-            bad = data[data != np.round(data)].flat[0]
-            return f"has non-integer values (e.g. {float(bad):g}); Poisson needs spike counts"
+        flat = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data.reshape(-1, 1)
+        seen = np.isfinite(flat)
+        negative = (seen & (flat < 0)).any(axis=0)
+        if negative.any():
+            low = float(np.nanmin(np.where(seen, flat, np.nan)))
+            where = f" in {_channels(np.flatnonzero(negative))}" if data.ndim > 1 else ""
+            return f"has negative values{where} (min {low:g}); Poisson needs counts >= 0"
+        fractional = (seen & (flat != np.round(flat))).any(axis=0)
+        if fractional.any():
+            bad = flat[seen & (flat != np.round(flat))].flat[0]
+            where = f" in {_channels(np.flatnonzero(fractional))}" if data.ndim > 1 else ""
+            return f"has non-integer values{where} (e.g. {float(bad):g}); Poisson needs spike counts"
         return None
 
-    def init_params(self, mean: Tensor) -> Tensor:
-        return torch.log(mean.clamp_min(1e-3)).unsqueeze(-1)
+    def init_params(self, stats: DataStats) -> Tensor:
+        return torch.log(stats.mean.clamp_min(1e-3)).unsqueeze(-1)
