@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .errors import LfadsError, SpecError
+from .errors import LfadsError
 
 SUBCOMMANDS = ("validate", "plugins", "synth", "sample")
 HELP = {"validate": "check a spec, its data and the assembled model without training",
@@ -177,11 +177,6 @@ def _train(args) -> None:
     from . import run
     from .spec.load import load_spec
 
-    if not os.path.exists(args.spec) and not args.spec.endswith((".yaml", ".yml", ".json")) \
-            and os.sep not in args.spec:
-        known = list(SUBCOMMANDS) + list(_plugin_commands())
-        raise SpecError(f"{args.spec}: no such spec file or subcommand (subcommands: "
-                        f"{', '.join(known)}; see lfads-run --help)")
     spec = load_spec(args.spec, args.overrides, args.out)
     run.train(spec, force=args.force)
 
@@ -201,6 +196,12 @@ def _plugin_parser(name: str):
     return p, command
 
 
+def _looks_like_a_command(word: str) -> bool:
+    """A bare word that is no file: a subcommand of a plugin that is not installed, or a typo."""
+    return (not word.startswith("-") and not os.path.exists(word) and os.sep not in word
+            and "." not in word)
+
+
 def _usage_error(text: str) -> int:
     print(f"error: {text}", file=sys.stderr)
     return 2
@@ -215,6 +216,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser, command = _plugin_parser(argv[0])
         args = parser.parse_args(argv[1:])
         handler = command.run
+    elif argv and _looks_like_a_command(argv[0]):
+        known = list(SUBCOMMANDS) + list(_plugin_commands())
+        return _usage_error(f"{argv[0]}: no such spec file or subcommand (subcommands: "
+                            f"{', '.join(known)}; see lfads-run --help)")
     else:
         args = _train_parser().parse_args(argv)
         handler = _train

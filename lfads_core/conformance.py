@@ -353,7 +353,7 @@ def _alone_reconstruction(c, cls, config):
     stats = DataStats.from_array(data)
     check_init_params(c, recon, stats, _N)
     params = torch.randn(_B, _T, _N, recon.n_params) * 0.3
-    target = recon.mean(params).detach()
+    target = c.tensor("mean", c.call("mean", recon.mean, params), (_B, _T, _N), "[B, T, N]").detach()
     check_reconstruction(c, recon, params, target)
     problem = c.call("check_data", recon.check_data, data)
     if problem is not None and not isinstance(problem, str):

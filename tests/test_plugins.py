@@ -340,3 +340,82 @@ def test_laplace_config_validates(laplace_module):
         laplace_module.LaplaceConfig(scale=0.0)
     assert laplace_module.LaplacePrior.Config is laplace_module.LaplaceConfig
     assert attrs.fields(laplace_module.LaplaceConfig).scale.default > 0
+
+
+# --------------------------------------------------------------------------------------- #
+# The example package's reconstruction, augmentation, subcommand and synthetic dataset
+# --------------------------------------------------------------------------------------- #
+@pytest.fixture(scope="session")
+def bernoulli_run(env, work):
+    data = work / "bernoulli.h5"
+    synth = run_cli(env, "synth", "bernoulli", "--out", data, "--seed", "3")
+    assert synth.returncode == 0, synth.stderr
+    run_dir = work / "runs" / "bernoulli"
+    res = run_cli(env, work / "spec.yaml",
+                  *sets(*TINY, f"data.path={data}", "model.reconstruction={name: bernoulli}",
+                        "model.augmentations=[{name: time_mask, width: 4, prob: 0.5}]"),
+                  "--out", run_dir, cwd=work)
+    return data, run_dir, res
+
+
+def test_help_lists_the_plugin_subcommand_and_synth_dataset(env):
+    res = run_cli(env, "--help")
+    assert res.returncode == 0
+    assert "example-stats" in res.stdout and "(lfads-example 0.1.0)" in res.stdout
+    res = run_cli(env, "synth", "--help")
+    assert "bernoulli" in res.stdout and "lorenz" in res.stdout
+
+
+def test_plugin_subcommand_end_to_end(env, bernoulli_run):
+    data, _, _ = bernoulli_run
+    res = run_cli(env, "example-stats", data, "--split", "valid")
+    assert res.returncode == 0, res.stderr
+    assert "valid_recon_data: 20 trials x 40 bins x 12 channels" in res.stdout
+    res = run_cli(env, "example-stats", data.with_name("missing.h5"))
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+
+
+def test_training_with_bernoulli_and_time_mask(bernoulli_run):
+    data, run_dir, res = bernoulli_run
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(run_dir / "metrics.csv") as f:
+        header = f.readline().strip().split(",")
+    for column in ("train_penalty", "train_nll_bits", "valid_nll_bits"):
+        assert column in header
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["units"] == "probability per bin"
+    assert 0 < summary["valid_nll_bits"] < 1.0 and "valid_rate_r2" in summary
+    assert not any(k.endswith("bits_per_spike") for k in summary)
+    with h5py.File(run_dir / "lfads_output.h5") as f:
+        assert f.attrs["output_params_units"] == "probability per bin"
+        assert f["valid_output_params"].attrs["units"] == "probability per bin"
+        probs = f["valid_output_params"][()]
+    assert probs.shape == (20, 40, 12) and probs.min() > 0 and probs.max() < 1
+    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["trainer"]["hparams"]["model.augmentations.0.prob"] == 0.5
+    assert len(state["trainer"]["aug_rngs"]) == 1
+
+
+def test_time_mask_wider_than_the_trials_is_an_error(env, work, bernoulli_run):
+    data, _, _ = bernoulli_run
+    res = run_cli(env, "validate", work / "spec.yaml",
+                  *sets(*TINY, f"data.path={data}", "model.reconstruction={name: bernoulli}",
+                        "model.augmentations=[{name: time_mask, width: 41}]"), cwd=work)
+    assert res.returncode == 2
+    [line] = res.stderr.splitlines()
+    assert "model.augmentations.0 (time_mask): width: 41 bins is more than the trials' 40" in line
+
+
+def test_bernoulli_rejects_counts_naming_channels(env, work):
+    res = run_cli(env, "validate", work / "spec.yaml",
+                  *sets(*TINY, "model.reconstruction={name: bernoulli}"), cwd=work)
+    assert res.returncode == 2
+    [line] = res.stderr.splitlines()
+    assert "train_recon_data has values other than 0 and 1 in" in line and "(model.reconstruction: bernoulli)" in line
+
+
+def test_example_components_conform(installed):
+    from lfads_core.conformance import component_problems
+
+    for kind, name in (("prior", "laplace"), ("reconstruction", "bernoulli"), ("augmentation", "time_mask")):
+        assert component_problems(kind, registry.load(kind, name)) == [], name
