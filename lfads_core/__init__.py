@@ -9,6 +9,7 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
   :class:`AugmentContext`, :class:`DataSizes`, :class:`DataStats`;
 - config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
   :data:`hookimpl`, :class:`Command`, :class:`SynthDataset` (:mod:`lfads_core.hooks`);
+- synthetic data to build on: :func:`make_lorenz` (Poisson spikes, true rates and latents);
 - the conformance checks a plugin's tests call: :mod:`lfads_core.testing`.
 """
 
@@ -24,7 +25,7 @@ _EXPORTS = {
     "Augmentation": "components", "AugmentContext": "components", "DataSizes": "components",
     "DataStats": "data.stats", "Batch": "protocols", "EncoderOutput": "protocols",
     "GeneratorOutput": "protocols", "hookimpl": "hooks", "Command": "hooks",
-    "SynthDataset": "hooks",
+    "SynthDataset": "hooks", "make_lorenz": "data.synth",
 }
 
 __all__ = sorted(_EXPORTS)

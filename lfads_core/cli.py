@@ -80,13 +80,19 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
     elif cmd == "synth":
         from . import hooks
 
-        kinds = hooks.synth_datasets()
-        p.description = "Write a synthetic dataset with ground truth in the input format.\n" + "\n".join(
-            f"  {name:<10} {items[0].item.help} ({items[0].dist})" for name, items in kinds.items())
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
-        p.add_argument("kind", choices=list(kinds))
-        p.add_argument("--out", required=True, help="HDF5 file to write")
-        p.add_argument("--seed", type=int, default=0)
+        p.description = ("Write a synthetic dataset with ground truth in the input format "
+                         "(lfads-run synth KIND --help for the options of one).")
+        kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+        for name, items in hooks.synth_datasets().items():
+            item, who = items[0].item, f"{items[0].dist} {items[0].version}"
+            if len(items) > 1 or items[0].problem:
+                continue  # listed as an error by lfads-run plugins
+            sp = kinds.add_parser(name, help=f"{item.help} ({who})", description=f"{item.help} ({who})")
+            sp.add_argument("--out", required=True, help="HDF5 file to write")
+            sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+            sp.add_argument("--debug", action="store_true", help="show tracebacks")
+            if item.configure is not None:
+                item.configure(sp)
     elif cmd == "sample":
         p.description = "Posterior-sample again from the best checkpoint of a run directory."
         p.add_argument("run_dir")
@@ -154,17 +160,25 @@ def _plugins(args) -> int:
 
 
 def _synth(args) -> None:
+    from pathlib import Path
+
     from . import hooks
     from .data.synth import write_h5
 
-    [provided] = hooks.synth_datasets()[args.kind][:1]
-    data = provided.item.make(args.seed)
-    try:
-        path = write_h5(data, args.out, provided.item.file_attrs)
-    except OSError as exc:
-        raise LfadsError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
-    n = {s: tuple(data[f"{s}_encod_data"].shape) for s in ("train", "valid")}
-    print(f"wrote {path}: {args.kind}, train {n['train']}, valid {n['valid']} (with ground truth)")
+    item = hooks.synth_datasets()[args.kind][0].item
+    options = {k: v for k, v in vars(args).items() if k not in ("kind", "out", "seed", "debug")}
+    data = item.make(args.seed, **options)
+    out = Path(args.out)
+    # One mapping of arrays, or several files: {file-name suffix: arrays} ("" is --out itself).
+    files = data if data and all(isinstance(v, dict) for v in data.values()) else {"": data}
+    for suffix, arrays in files.items():
+        path = out.with_name(f"{out.stem}{suffix}{out.suffix}")
+        try:
+            write_h5(arrays, path, item.file_attrs)
+        except OSError as exc:
+            raise LfadsError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+        n = {s: tuple(arrays[f"{s}_encod_data"].shape) for s in ("train", "valid")}
+        print(f"wrote {path}: {args.kind}, train {n['train']}, valid {n['valid']} (with ground truth)")
 
 
 def _sample(args) -> None:

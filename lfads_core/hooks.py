@@ -69,18 +69,22 @@ class Command:
 
 @attrs.frozen
 class SynthDataset:
-    """A synthetic dataset ``lfads-run synth NAME --out FILE [--seed S]``.
+    """A synthetic dataset ``lfads-run synth NAME --out FILE [--seed S] [options]``.
 
-    ``make(seed)`` returns a mapping of input-file keys to arrays (``train_encod_data``, ...,
-    ideally ``{split}_truth`` in the reconstruction's units), with an optional ``attrs`` mapping
-    attribute on it holding file attributes (``bin_size_ms`` is required there or in
-    ``file_attrs``; ``truth_units`` names the units of the truth arrays).
+    ``make(seed, **options)`` returns a mapping of input-file keys to arrays (``train_encod_data``,
+    ..., ideally ``{split}_truth`` in the reconstruction's units), optionally with an ``attrs``
+    mapping attribute holding file attributes (``bin_size_ms`` is required there or in
+    ``file_attrs``; ``truth_units`` names the units of the truth arrays). To write several files,
+    return ``{suffix: mapping}``: each goes to ``<FILE stem><suffix><FILE suffix>`` (suffix ``""``
+    is FILE itself). ``configure(parser)``, if given, adds options (``--frame-bins``); their
+    values reach ``make`` as keyword arguments named by argparse's ``dest``.
     """
 
     name: str
     help: str
-    make: Callable[[int], Any]
+    make: Callable[..., Any]
     file_attrs: dict = attrs.Factory(dict)
+    configure: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
 @attrs.frozen
