@@ -10,7 +10,7 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
 - config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
   :data:`hookimpl`, :class:`Command`, :class:`SynthDataset` (:mod:`lfads_core.hooks`);
 - synthetic data to build on: :func:`make_lorenz` (Poisson spikes, true rates and latents);
-- the conformance checks a plugin's tests call: :mod:`lfads_core.testing`.
+- the conformance checks a plugin's tests call: :mod:`lfads_core.conformance` (``assert_conforms``).
 """
 
 from __future__ import annotations

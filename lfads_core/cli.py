@@ -36,15 +36,16 @@ def _plugin_commands() -> dict:
 
 
 def _epilog() -> str:
-    lines = ["subcommands (lfads-run SUBCOMMAND --help):"]
-    lines += [f"  {name:<12} {HELP[name]}" for name in SUBCOMMANDS]
     found = _plugin_commands()
+    width = max([len(n) for n in SUBCOMMANDS] + [len(n) for n in found]) + 2
+    lines = ["subcommands (lfads-run SUBCOMMAND --help):"]
+    lines += [f"  {name:<{width}} {HELP[name]}" for name in SUBCOMMANDS]
     if found:
         lines.append("from installed plugins:")
         for name, items in found.items():
             for p in items:
                 note = f" [error: {p.problem}]" if p.problem else ""
-                lines.append(f"  {name:<12} {p.item.help} ({p.dist} {p.version}){note}")
+                lines.append(f"  {name:<{width}} {p.item.help} ({p.dist} {p.version}){note}")
     return "\n".join(lines)
 
 
@@ -105,7 +106,10 @@ def _validate(args) -> None:
     from . import run
     from .spec.load import load_spec
 
+    from . import hooks
+
     spec = load_spec(args.spec, args.overrides, args.out)
+    hooks.hook()  # a misspelt hook of an installed hook plugin is an error here too
     ds = run.load_data(spec)
     model, augs = run.make_model(spec, ds)
     run.check_components(spec, ds, model, augs)
@@ -177,6 +181,10 @@ def _synth(args) -> None:
             write_h5(arrays, path, item.file_attrs)
         except OSError as exc:
             raise LfadsError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            who = hooks.synth_datasets()[args.kind][0]
+            raise LfadsError(f"synth {args.kind} of {who.dist} {who.version} gave data that cannot be "
+                             f"written: {exc}") from None
         n = {s: tuple(arrays[f"{s}_encod_data"].shape) for s in ("train", "valid")}
         print(f"wrote {path}: {args.kind}, train {n['train']}, valid {n['valid']} (with ground truth)")
 

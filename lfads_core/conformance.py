@@ -33,6 +33,10 @@ from .protocols import Batch, EncoderOutput, GeneratorOutput
 __all__ = ["ComponentError", "check_model", "component_problems", "assert_conforms"]
 
 
+# Names of metrics.csv columns (after train_/valid_) a reconstruction's epoch metric may not take.
+RESERVED_METRICS = {"loss", "recon", "kl_ic", "kl_co", "penalty", "l2", "recon_smooth"}
+
+
 class ComponentError(PluginError):
     """A component broke its contract (wrong output type or shape, or it raised)."""
 
@@ -156,6 +160,9 @@ def check_reconstruction(c: _Check, recon, params: Tensor, data: Tensor,
     if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) and v.numel() == 1
                                               for k, v in extra.items()):
         c.fail(f"epoch_metrics returned {_describe(extra)}, expected {{name: scalar tensor}}")
+    taken = sorted(set(extra) & RESERVED_METRICS)
+    if taken:
+        c.fail(f"epoch_metrics names {taken} are columns of metrics.csv already; choose other names")
     for name in ("units", "support"):
         if not isinstance(getattr(recon, name, None), str):
             c.fail(f"{name} must be a string, got {getattr(recon, name, None)!r}")

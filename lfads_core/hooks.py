@@ -157,7 +157,8 @@ def hook():
 _DISTS: dict[int, tuple[str, str]] = {id(_Builtins): ("lfads-core", "0.1.0")}
 
 
-def _provided(hook_name: str, builtins: tuple[str, ...] = ()) -> dict[str, list[Provided]]:
+def _provided(hook_name: str, builtins: tuple[str, ...] = (), core_wins: bool = False
+              ) -> dict[str, list[Provided]]:
     """Everything the implementations of ``hook_name`` return, by name, with its distribution.
     A hook implementation that raises or returns something else is reported, not fatal."""
     pm = _manager()[0]
@@ -181,6 +182,10 @@ def _provided(hook_name: str, builtins: tuple[str, ...] = ()) -> dict[str, list[
         if name in builtins:
             found[name] = [attrs.evolve(p, problem=f"'{name}' is a built-in command of lfads-run")
                            for p in items]
+        elif core_wins and len(items) > 1 and any(p.dist == "lfads-core" for p in items):
+            found[name] = sorted((p if p.dist == "lfads-core" else attrs.evolve(
+                p, problem=f"'{name}' is a synthetic dataset of lfads-core") for p in items),
+                key=lambda p: p.problem is not None)
         elif len(items) > 1:
             who = " and ".join(f"{p.dist} {p.version}" for p in items)
             found[name] = [attrs.evolve(p, problem=f"'{name}' is provided by several distributions: "
@@ -201,7 +206,7 @@ def commands() -> dict[str, list[Provided]]:
 @functools.cache
 def synth_datasets() -> dict[str, list[Provided]]:
     """Synthetic datasets (the core's and plugins') by name."""
-    return _provided("lfads_synth_datasets")
+    return _provided("lfads_synth_datasets", core_wins=True)
 
 
 def listing() -> list[dict]:
@@ -213,6 +218,9 @@ def listing() -> list[dict]:
             for p in items:
                 rows.append({"kind": kind, "name": name, "distribution": p.dist, "version": p.version,
                              "target": "", "status": f"error: {p.problem}" if p.problem else "ok"})
+    for problem in _HOOK_ERRORS:  # a hook implementation that raised or returned something else
+        rows.append({"kind": "hooks", "name": problem.split(" ", 1)[0], "distribution": "",
+                     "version": "", "target": "", "status": f"error: {problem}"})
     return rows
 
 

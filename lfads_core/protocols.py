@@ -103,7 +103,7 @@ class Generator(Protocol):
 class Readout(Protocol):
     """Built as ``cls(config, in_dim=F, out_dim=N*P)``. ``forward(f [B, T, F]) -> [B, T, N*P]``.
     Optional ``init_bias(bias [N, P])`` sets the output bias (the reconstruction's
-    ``init_params`` of the data's per-channel mean, so training starts at the mean)."""
+    ``init_params`` of the training data's statistics, so training starts at the data's mean)."""
 
     def forward(self, factors: Tensor) -> Tensor: ...
 
@@ -122,15 +122,19 @@ class Reconstruction(Protocol):
     """Observation model. Built as ``cls(config, n_channels=N)``; ``n_params`` is P.
 
     ``nll(params [B, T, N, P], data [B, T, N]) -> [B, T, N]`` is the per-element negative
-    log-likelihood; ``mean(params) -> [B, T, N]`` the inferred signal (counts per bin for
-    Poisson); ``penalty() -> scalar`` regularises its own learnable parameters;
-    ``support`` describes accepted data and ``check_data(array) -> str | None`` returns the
-    problem with a data array (NaNs already removed), if any. ``init_params(mean [N]) -> [N, P]``
-    gives a readout bias that predicts the per-channel data mean.
+    log-likelihood; ``mean(params) -> [B, T, N]`` the inferred signal in ``units`` (counts per
+    bin for Poisson); ``penalty() -> scalar`` regularises its own learnable parameters;
+    ``support`` describes accepted data and ``check_data(array [trials, T_r, N], NaN where
+    unobserved) -> str | None`` returns the problem with a split's data, if any.
+    ``init_params(stats: DataStats) -> [N, P]`` gives a readout bias from the training data's
+    statistics. ``metrics`` names core metrics that apply; ``epoch_metrics`` and ``evaluate``
+    add its own (see :class:`lfads_core.components.Reconstruction`, the base class to subclass).
     """
 
     n_params: int
     support: ClassVar[str]
+    units: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
 
     def nll(self, params: Tensor, data: Tensor) -> Tensor: ...
 
@@ -140,7 +144,7 @@ class Reconstruction(Protocol):
 
     def check_data(self, data) -> Optional[str]: ...
 
-    def init_params(self, mean: Tensor) -> Tensor: ...
+    def init_params(self, stats) -> Tensor: ...
 
 
 @runtime_checkable
@@ -149,13 +153,17 @@ class Augmentation(Protocol):
 
     Built as ``cls(config)``. ``handles_nan`` tells the data check that NaN samples are fine.
     ``hyperparameters`` names the attributes the training loop may change between epochs
-    (e.g. ``("rate",)``). ``__call__(batch, training) -> Batch``.
+    (e.g. ``("rate",)``). ``check(sizes: DataSizes) -> str | None`` checks the config against
+    the data. ``__call__(batch, ctx: AugmentContext) -> Batch``, with ``ctx.training``,
+    ``ctx.epoch`` and ``ctx.generator`` (see :class:`lfads_core.components.Augmentation`).
     """
 
     handles_nan: ClassVar[bool]
     hyperparameters: ClassVar[tuple[str, ...]]
 
-    def __call__(self, batch: Batch, training: bool) -> Batch: ...
+    def check(self, sizes) -> Optional[str]: ...
+
+    def __call__(self, batch: Batch, ctx) -> Batch: ...
 
 
 def zero() -> Tensor:

@@ -418,7 +418,9 @@ def test_plugin_cannot_replace_builtins(hook_dist, capsys):
     rows = {(r["kind"], r["name"], r["distribution"]): r["status"] for r in hooks.listing()}
     assert "built-in command" in rows[("command", "validate", "lfads-greeter")]
     assert rows[("command", "greet", "lfads-greeter")] == "ok"
-    assert "several distributions" in rows[("synth", "lorenz", "lfads-greeter")]
+    assert "is a synthetic dataset of lfads-core" in rows[("synth", "lorenz", "lfads-greeter")]
+    assert rows[("synth", "lorenz", "lfads-core")] == "ok"  # the core's keeps working
+    assert hooks.synth_datasets()["lorenz"][0].dist == "lfads-core"
     with pytest.raises(SystemExit):
         cli.main(["validate", "--help"])
     assert "Check a spec" in capsys.readouterr().out

@@ -84,7 +84,7 @@ class LFADS(nn.Module):
         nll = recon.nll(out.params, batch.recon)
         nll = torch.where(batch.grad_mask, nll, nll.detach())
         nll = torch.where(weight > 0, nll, torch.zeros((), device=nll.device))  # unobserved: no value
-        terms = {"recon": (nll * weight).sum() / weight.sum().clamp_min(1.0)}
+        terms = {"recon": (nll * weight).sum() / weight.sum().clamp_min(1e-6)}
         terms["kl_ic"] = self.ic_prior.kl(out.ic_mean, out.ic_std).mean()
         if self.co_prior is not None and out.co_means is not None:
             terms["kl_co"] = self.co_prior.kl(out.co_means, out.co_stds).mean()
