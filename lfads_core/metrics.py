@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["r2_score", "poisson_nll", "bits_per_spike", "APPLICABLE"]
+__all__ = ["r2_score", "poisson_nll", "bits_per_spike", "latent_r2", "APPLICABLE"]
 
 RATE_FLOOR = 1e-9  # smallest rate used inside log()
 _LOG_FACTORIAL_TABLE_MAX = 100_000  # largest count served from the table
@@ -113,6 +113,22 @@ def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
     nll_model = poisson_nll(r[valid], k[valid]).sum()
     nll_null = poisson_nll(null[valid], k[valid]).sum()
     return float((nll_null - nll_model) / (math.log(2.0) * total_spikes))
+
+
+def latent_r2(fit_x: np.ndarray, fit_y: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """R² of a linear read-out (with intercept) of true latents from inferred factors.
+
+    The least-squares map is fitted on ``fit_x`` [..., F] -> ``fit_y`` [..., L] (the training
+    split) and scored with :func:`r2_score` on ``x`` -> ``y`` (any split): the mean over latent
+    dimensions of the R² of the predicted latents.
+    """
+    fx = np.asarray(fit_x, np.float64).reshape(-1, np.shape(fit_x)[-1])
+    fy = np.asarray(fit_y, np.float64).reshape(-1, np.shape(fit_y)[-1])
+    design = np.hstack([fx, np.ones((fx.shape[0], 1))])
+    weights, *_ = np.linalg.lstsq(design, fy, rcond=None)
+    px = np.asarray(x, np.float64).reshape(-1, fx.shape[1])
+    pred = np.hstack([px, np.ones((px.shape[0], 1))]) @ weights
+    return r2_score(np.asarray(y, np.float64).reshape(-1, fy.shape[1]), pred)
 
 
 # Core metrics a reconstruction can declare in ``Reconstruction.metrics``: name -> f(mean, data),

@@ -303,6 +303,12 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
                 summary[f"{name}_{metric}"] = metrics.APPLICABLE[metric](mean, split.recon)
             for key, value in recon.evaluate(mean, split.recon).items():
                 summary[f"{name}_{key}"] = float(value)
+    train = ds.splits["train"]
+    if train.latents is not None:  # synthetic data: a linear read-out of the true latents
+        for name, split in ds.splits.items():
+            if split.latents is not None:
+                summary[f"{name}_latent_r2"] = metrics.latent_r2(
+                    results["train"]["factors"], train.latents, results[name]["factors"], split.latents)
     summary["sampling_seconds"] = time.perf_counter() - start
     recon_name = spec.model.reconstruction.name
     write_output(run_dir / OUTPUT_FILE, results, inds,

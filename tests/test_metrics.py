@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from lfads_core import metrics
 from lfads_core.metrics import bits_per_spike, poisson_nll, r2_score
 
 # --------------------------------------------------------------------------- #
@@ -198,3 +199,14 @@ def test_bits_per_spike_matches_reference(data):
         assert math.isnan(got)
     else:
         assert got == pytest.approx(expected, rel=1e-8, abs=1e-8)
+
+
+def test_latent_r2_of_a_linear_read_out():
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(30, 20, 3))
+    mixing = rng.normal(size=(3, 6))
+    factors = latents @ mixing + 0.5  # an affine, invertible image of the latents
+    assert metrics.latent_r2(factors[:20], latents[:20], factors[20:], latents[20:]) == pytest.approx(1.0)
+    noise = rng.normal(size=(30, 20, 6))
+    r2 = metrics.latent_r2(noise[:20], latents[:20], noise[20:], latents[20:])
+    assert r2 < 0.05  # unrelated factors explain nothing on other trials

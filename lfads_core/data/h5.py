@@ -25,6 +25,7 @@ class Split:
     truth: Optional[np.ndarray] = None  # [n, T_r, N] ground-truth signal in output units
     inds: Optional[np.ndarray] = None  # [n] trial indices in the original order
     truth_factor: float = 1.0  # the file's conversion_factor for truth
+    latents: Optional[np.ndarray] = None  # [n, T_r, L] true latent states (synthetic data)
 
     @property
     def n_trials(self) -> int:
@@ -93,7 +94,8 @@ def load_dataset(path: str) -> Dataset:
                 recon = _read(f, f"{name}_recon_data", path)
                 _check3d(recon, f"{name}_recon_data", path)
             split = Split(name, encod, recon)
-            for key, attr in ((f"{name}_ext_input", "ext"), (f"{name}_truth", "truth")):
+            for key, attr in ((f"{name}_ext_input", "ext"), (f"{name}_truth", "truth"),
+                              (f"{name}_latents", "latents")):
                 if key in f:
                     arr = _read(f, key, path)
                     if attr == "truth":
@@ -144,6 +146,10 @@ def check_shapes(ds: Dataset) -> None:
             split.truth = None  # truth of another layout is kept out of metrics, not an error
         if split.truth is not None:
             split.truth = truth_in_data_units(split.truth, split.recon, split.truth_factor)
+        lat = split.latents
+        if lat is not None and (lat.ndim != 3 or split.recon is None or lat.shape[:2] != split.recon.shape[:2]
+                                or not np.isfinite(lat).all()):
+            split.latents = None  # latents of another layout are kept out of metrics, not an error
         if split.inds is not None and split.inds.shape[0] != n:
             raise DataError(f"{path}: {split.name}_inds has {split.inds.shape[0]} entries for {n} trials")
     ext_dims = {s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
