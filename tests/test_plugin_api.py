@@ -431,15 +431,15 @@ def test_help_without_the_plugin_has_no_plugin_commands(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "greet" not in out and "from installed plugins" not in out
+    assert "greet" not in out
     for name in ("validate", "plugins", "synth", "sample"):
         assert f"  {name}" in out
 
 
 def test_unknown_subcommand_is_a_one_line_error(capsys):
-    assert cli.main(["deconvolve", "x.h5"]) == 2
+    assert cli.main(["frobnicate", "x.h5"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: deconvolve: no such spec file or subcommand") and err.count("\n") == 1
+    assert err.startswith("error: frobnicate: no such spec file or subcommand") and err.count("\n") == 1
 
 
 def test_check_data_gets_the_whole_array_and_names_channels():

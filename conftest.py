@@ -1,0 +1,16 @@
+"""Root conftest: import the installed packages whose source folder at the repository root has the
+same name as the package (``lfads_calcium/``, ``lfads_emg/``) before pytest imports their tests.
+
+With ``--import-mode=importlib`` pytest names ``lfads_calcium/tests/test_zig.py`` as the module
+``lfads_calcium.tests.test_zig`` and, if ``lfads_calcium`` is not imported yet, creates that parent
+from the folder (an empty namespace package), which would hide the installed package (its code is
+under ``lfads_calcium/src/``). A package that is not installed is skipped here.
+"""
+
+import importlib
+
+for _name in ("lfads_calcium", "lfads_emg"):
+    try:
+        importlib.import_module(_name)
+    except ImportError:
+        pass

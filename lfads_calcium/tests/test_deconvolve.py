@@ -1,0 +1,225 @@
+"""``lfads-run deconvolve`` and :mod:`lfads_calcium.deconvolve` (OASIS AR(1))."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lfads_calcium.deconvolve import DATA_UNITS, deconvolve_traces, frame_interval_bins
+
+BIN_S, TAU = 0.01, 0.3
+
+
+@pytest.fixture
+def cli():
+    from lfads_core import cli, hooks
+
+    hooks.clear_cache()
+    yield cli
+    hooks.clear_cache()
+
+
+def simulate(seed=0, trials=40, bins=200, neurons=4, rate_hz=3.0, amp=0.5, noise=0.05, frame_bins=1):
+    """dF/F of an AR(1) calcium model with known spike amplitudes; with frame_bins K, each neuron
+    is observed every K bins at its own offset. Returns (dff, true events at the observed
+    samples: the frame-summed decayed amplitudes, NaN elsewhere)."""
+    rng = np.random.default_rng(seed)
+    g = np.exp(-BIN_S / TAU)
+    spikes = rng.poisson(rate_hz * BIN_S, size=(trials, bins, neurons))
+    jumps = spikes * amp * rng.lognormal(-0.045, 0.3, size=spikes.shape)
+    c = rng.uniform(0, 1, size=(trials, neurons))  # a non-zero start level per trial
+    calcium = np.empty(jumps.shape)
+    for t in range(bins):
+        c = g * c + jumps[:, t]
+        calcium[:, t] = c
+    dff = calcium + noise * rng.normal(size=calcium.shape)
+    true = sum(g ** j * np.pad(jumps, ((0, 0), (j, 0), (0, 0)))[:, :bins] for j in range(frame_bins))
+    unobserved = (np.arange(bins)[:, None] - np.arange(neurons)[None, :] % frame_bins) % frame_bins != 0
+    dff[:, unobserved] = np.nan
+    true[:, unobserved] = np.nan
+    return dff, true
+
+
+def per_neuron_corr(events, true):
+    return [np.corrcoef(events[..., n][np.isfinite(true[..., n])],
+                        true[..., n][np.isfinite(true[..., n])])[0, 1] for n in range(true.shape[-1])]
+
+
+@pytest.mark.parametrize("tau", [TAU, None], ids=["tau-given", "tau-auto"])
+def test_recovers_known_events(tau):
+    dff, true = simulate()
+    events, info = deconvolve_traces(dff, BIN_S, tau, return_info=True)
+    assert events.shape == dff.shape and events.dtype == np.float32
+    assert np.all(events >= 0)
+    assert min(per_neuron_corr(events, true)) > 0.8
+    assert np.mean(events == 0) > 0.8  # zero-inflated
+    assert 0.6 < events.sum() / true.sum() < 1.2  # dF/F units: the calcium jump per event
+    assert np.all(info["frame_bins"] == 1)
+    assert np.allclose(info["tau_s"], TAU, rtol=0.01 if tau else 0.25)
+
+
+def test_frame_bins_keep_the_nan_pattern():
+    dff, true = simulate(frame_bins=3, trials=60)
+    events, info = deconvolve_traces(dff, BIN_S, None, return_info=True)
+    assert np.array_equal(np.isnan(events), np.isnan(dff))
+    assert abs(np.isnan(events).mean() - 2 / 3) < 0.01
+    assert np.all(info["frame_bins"] == 3)
+    assert np.allclose(info["tau_s"], TAU, rtol=0.25)
+    assert min(per_neuron_corr(events, true)) > 0.8
+    assert frame_interval_bins(np.isfinite(dff[..., 1])) == 3
+
+
+def test_flat_or_empty_neurons():
+    dff, _ = simulate(trials=5, bins=50, neurons=3)
+    dff[..., 0] = 0.25  # flat: no events
+    dff[..., 1] = np.nan  # never observed
+    events = deconvolve_traces(dff, BIN_S, TAU)
+    assert np.all(events[..., 0] == 0) and np.all(np.isnan(events[..., 1]))
+    assert np.isfinite(events[..., 2]).all()
+
+
+def write_input(path, frame_bins=3, bin_attr=True):
+    dff, _ = simulate(trials=30, bins=60, neurons=3, frame_bins=frame_bins)
+    with h5py.File(path, "w") as f:
+        if bin_attr:
+            f.attrs["bin_size_ms"] = 10.0
+        f.attrs["note"] = "my session"
+        f.attrs["offsets"] = np.array([0, 1, 2])
+        e = f.create_dataset("train_encod_data", data=dff[:20])
+        e.attrs["units"] = "dF/F"
+        e.attrs["source"] = "suite2p"
+        f.create_dataset("train_recon_data", data=dff[:20])
+        f.create_dataset("valid_encod_data", data=dff[20:25])
+        f.create_dataset("valid_recon_data", data=dff[20:25])
+        f.create_dataset("test_encod_data", data=dff[25:, :, :2])  # its own shape: alone
+        f.create_dataset("train_truth", data=np.ones((20, 60, 3), np.float32)).attrs["units"] = "x"
+        f.create_dataset("train_inds", data=np.arange(20))
+        f.create_dataset("scalar", data=3.5)
+        grp = f.create_group("meta")
+        grp.attrs["animal"] = "m1"
+        grp.create_dataset("names", data=np.array([b"a", b"b", b"c"]))
+    return dff
+
+
+def test_file_keeps_every_key_and_attribute(cli, tmp_path, capsys):
+    src, out = tmp_path / "dff.h5", tmp_path / "sub" / "events.h5"
+    dff = write_input(src)
+    assert cli.main(["deconvolve", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 neurons" in printed and "train 20 trials" in printed and "frame interval 3" in printed
+    assert "zero events" in printed and "estimated" in printed
+    with h5py.File(src) as a, h5py.File(out) as b:
+        seen_a, seen_b = [], []
+        a.visit(seen_a.append)
+        b.visit(seen_b.append)
+        assert seen_a == seen_b
+        for key, value in a.attrs.items():
+            assert np.array_equal(b.attrs[key], value)
+        assert b.attrs["deconvolution"] == "OASIS AR(1)" and b.attrs["data_units"] == DATA_UNITS
+        assert b.attrs["tau_s"] > 0
+        for key in ("train_truth", "train_inds", "scalar", "meta/names"):
+            assert np.array_equal(a[key][()], b[key][()])
+            assert dict(a[key].attrs) == dict(b[key].attrs)
+        assert b["meta"].attrs["animal"] == "m1"
+        assert b["train_encod_data"].attrs["source"] == "suite2p"
+        assert b["train_encod_data"].attrs["units"] == DATA_UNITS
+        for key in ("train_encod_data", "train_recon_data", "valid_encod_data", "test_encod_data"):
+            ev, x = b[key][()], a[key][()]
+            assert np.array_equal(np.isnan(ev), np.isnan(x)), key
+            assert np.nanmin(ev) >= 0 and np.nanmax(ev) > 0
+        assert np.array_equal(b["train_encod_data"][()], b["train_recon_data"][()], equal_nan=True)
+    del dff
+    assert sorted(p.name for p in out.parent.iterdir()) == ["events.h5"]  # no temporary left
+
+
+def test_given_tau_and_bin_ms(cli, tmp_path, capsys):
+    src, out = tmp_path / "dff.h5", tmp_path / "events.h5"
+    write_input(src, frame_bins=1, bin_attr=False)
+    assert cli.main(["deconvolve", str(src), "--out", str(out), "--tau-s", "0.3", "--bin-ms", "10"]) == 0
+    assert "tau 0.3 s (given)" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert f.attrs["tau_s"] == 0.3 and f.attrs["tau_s_source"] == "given"
+
+
+def _not_hdf5(p):
+    p.write_text("hello")
+
+
+def _no_encod(p):
+    with h5py.File(p, "w") as f:
+        f.attrs["bin_size_ms"] = 10.0
+        f.create_dataset("train_data", data=np.zeros((2, 3, 4)))
+
+
+def _wrong_shape(p):
+    with h5py.File(p, "w") as f:
+        f.attrs["bin_size_ms"] = 10.0
+        f.create_dataset("train_encod_data", data=np.zeros((2, 3)))
+
+
+def _no_bin(p):
+    write_input(p, bin_attr=False)
+
+
+@pytest.mark.parametrize("make, extra, words", [
+    (None, [], "file not found"),
+    (_not_hdf5, [], "not a readable HDF5 file"),
+    (_no_encod, [], "_encod_data"),
+    (_wrong_shape, [], "3-d array"),
+    (_no_bin, [], "--bin-ms"),
+    (write_input, ["--tau-s", "0"], "--tau-s must be a positive"),
+    (write_input, ["--tau-s", "fast"], "--tau-s must be a positive"),
+    (write_input, ["--bin-ms", "-2"], "--bin-ms must be a positive"),
+    (write_input, ["SAME"], "is the input file"),
+    (write_input, ["BLOCKED"], "not a folder"),
+    (write_input, ["READ-ONLY"], "is not writable"),
+], ids=["missing", "not-hdf5", "no-encod", "shape", "no-bin-size", "tau-zero", "tau-text", "bin-ms",
+        "out-is-in", "out-under-a-file", "out-folder-read-only"])
+def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, words):
+    src = tmp_path / "in.h5"
+    out = tmp_path / "out.h5"
+    if make is not None:
+        make(src)
+    if extra == ["SAME"]:
+        out, extra = src, []
+    elif extra == ["BLOCKED"]:
+        (tmp_path / "plain").write_text("a file, not a folder")
+        out, extra = tmp_path / "plain" / "out.h5", []
+    elif extra == ["READ-ONLY"]:  # root may write anywhere: fake a folder it may not
+        from lfads_calcium import deconvolve
+
+        real = deconvolve.os.access
+        monkeypatch.setattr(deconvolve.os, "access",
+                            lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+        extra = []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["deconvolve", str(src), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert words in err
+    assert (str(out) in err) if words in ("is the input file", "not a folder", "is not writable") else \
+        (str(src) in err or "--" in words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_help_lists_deconvolve(cli, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "deconvolve" in out and "lfads-calcium" in out
+    with pytest.raises(SystemExit):
+        cli.main(["deconvolve", "--help"])
+    assert "--tau-s" in capsys.readouterr().out
+
+
+def test_hooks_module_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, lfads_calcium.hooks as h; h.lfads_commands(); h.lfads_synth_datasets(); "
+            "print(sorted(m for m in ('numpy', 'h5py', 'oasis', 'scipy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)
+    assert out.stdout.strip() == "[]"
