@@ -32,6 +32,7 @@ def params(q, k, theta) -> torch.Tensor:
 @given(q=st.floats(0.02, 0.98), k=st.floats(0.2, 20.0), theta=st.floats(0.01, 5.0),
        loc=st.floats(0.01, 2.0), excess=st.floats(1e-3, 30.0))
 def test_event_nll_matches_scipy_gamma(q, k, theta, loc, excess):
+    loc = float(np.float32(loc))  # the buffer is created in float32
     model = zig(loc=loc)
     y = loc + excess
     nll = model.nll(params(q, k, theta), torch.tensor([[[y]]], dtype=torch.float64)).item()
@@ -42,6 +43,7 @@ def test_event_nll_matches_scipy_gamma(q, k, theta, loc, excess):
 @SETTINGS
 @given(q=st.floats(0.01, 0.99), loc=st.floats(0.01, 2.0), below=st.floats(0.0, 1.0))
 def test_zero_and_sub_threshold_values_have_the_zero_mass(q, loc, below):
+    loc = float(np.float32(loc))
     model = zig(loc=loc)
     for y in (0.0, below * loc):  # 0 and any value in (0, loc] are "no event"
         nll = model.nll(params(q, 2.0, 0.5), torch.tensor([[[y]]], dtype=torch.float64)).item()
@@ -63,6 +65,7 @@ def test_density_integrates_to_one():
 @SETTINGS
 @given(q=st.floats(0.05, 0.95), k=st.floats(0.3, 10.0), theta=st.floats(0.05, 3.0), loc=st.floats(0.05, 1.0))
 def test_mean_is_the_expected_amplitude(q, k, theta, loc):
+    loc = float(np.float32(loc))
     model = zig(loc=loc)
     assert model.mean(params(q, k, theta)).item() == pytest.approx(q * (loc + k * theta), rel=1e-6)
 
