@@ -135,6 +135,8 @@ def _validate(args) -> None:
     ctrl = "on" if model.generator.co_dim > 0 else "off (autonomous)"
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
     print(f"output: {spec.output}")
+    for note in ds.notes:
+        print(f"note: {note}")
 
 
 def _plugins(args) -> int:

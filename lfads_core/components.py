@@ -149,6 +149,13 @@ class Reconstruction(nn.Module, abc.ABC):
         channels when the problem is per channel. Default: any finite value is accepted."""
         return None
 
+    def data_note(self, data: np.ndarray) -> Optional[str]:
+        """Something the user should know about one split's data that is not an error (e.g. how
+        many values a floor option changes), or None. Same ``data`` and phrase form as
+        :meth:`check_data`; printed as ``note: FILE: KEY <phrase> ...`` by ``lfads-run validate``
+        and at the start of a run. Default: none."""
+        return None
+
     def init_params(self, stats: DataStats) -> Tensor:
         """Readout bias [N, P] for the start of training, from the training data's statistics
         (:class:`lfads_core.data.stats.DataStats`). May also set buffers of the reconstruction

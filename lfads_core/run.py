@@ -66,7 +66,7 @@ def load_data(spec: Spec) -> Dataset:
     recon = recon_cls(model.reconstruction.config, n_channels=ds.shape[1])
     allow_nan = any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
                     for a in model.augmentations)
-    check_support(ds, recon, allow_nan, model.reconstruction.name)
+    ds.notes = check_support(ds, recon, allow_nan, model.reconstruction.name)
     t_in = ds.shape[2]
     enc = model.encoder.config
     for field in ("ci_lag", "ic_enc_seq_len"):
@@ -238,6 +238,8 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     log(f"training on {n_train} trials, validating on {n_valid} ({threads} threads); run dir {run_dir}")
     for problem in hooks.load_errors():
         log(f"warning: {problem}")
+    for note in ds.notes:
+        log(f"note: {note}")
     progress = Progress(spec.train.max_epochs, trainer.epoch)
 
     def on_epoch_end(tr: Trainer, row: dict) -> None:

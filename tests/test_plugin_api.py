@@ -462,3 +462,14 @@ def test_public_api_is_lazy_and_complete():
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                          timeout=120)
     assert res.stdout.strip() == "ok", res.stderr
+
+
+def test_every_spec_problem_is_one_error_line(spec_file, capsys):
+    code, out, err = validate(spec_file, capsys, "train.lr=-1", "train.kl.ic_scale=-2",
+                              "model.encoder.ic_dimm=3", "data.batch_size=0")
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"error: {spec_file}: ") for line in lines)
+    for needle in ("data.batch_size: must be >= 1", "model.encoder.ic_dimm: unknown key",
+                   "train.lr: must be > 0", "train.kl.ic_scale: must be >= 0"):
+        assert sum(needle in line for line in lines) == 1, (needle, lines)

@@ -37,6 +37,7 @@ class Dataset:
     path: str
     splits: dict[str, Split]
     bin_size_ms: Optional[float] = None
+    notes: list = dataclasses.field(default_factory=list)  # the reconstruction's data notes
 
     @property
     def train(self) -> Split:
@@ -171,9 +172,11 @@ def truth_in_data_units(truth: np.ndarray, recon: np.ndarray, factor: float) -> 
     return candidates[int(np.argmin(gap))].astype(np.float32)
 
 
-def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
+def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> list[str]:
     """Data must lie in the reconstruction's support (its ``check_data`` gets each split's
-    [trials, T_r, N] recon array, NaN where unobserved); NaNs only with an augmentation for them."""
+    [trials, T_r, N] recon array, NaN where unobserved); NaNs only with an augmentation for them.
+    Returns the reconstruction's notes on the data (``data_note``), one line each."""
+    notes = []
     for split in ds.splits.values():
         for kind, arr in (("encod", split.encod), ("recon", split.recon)):
             if arr is None:
@@ -189,3 +192,7 @@ def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> None:
                 problem = recon.check_data(arr)
                 if problem:
                     raise DataError(f"{ds.path}: {key} {problem} (model.reconstruction: {recon_name})")
+                note = recon.data_note(arr) if hasattr(recon, "data_note") else None
+                if note:
+                    notes.append(f"{ds.path}: {key} {note} (model.reconstruction: {recon_name})")
+    return notes

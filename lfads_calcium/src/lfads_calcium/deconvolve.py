@@ -281,7 +281,8 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
     split (:func:`deconvolve_arrays`); copies every other dataset or group and every file and
     dataset attribute unchanged; adds the file attributes ``deconvolution``, ``tau_s``,
     ``tau_s_source``, ``data_units`` and ``event_threshold``. The bin size comes from the file's
-    ``bin_size_ms`` (or ``bin_size``) attribute, or ``bin_ms`` when the file has none.
+    ``bin_size_ms`` (or ``bin_size``) attribute; ``bin_ms``, when given, replaces it (and is
+    written as the output's ``bin_size_ms``).
     ``tau_s`` None estimates the decay per neuron. Written atomically (a temporary file in the
     target folder, then ``os.replace``); nothing is written on error. Every problem is a one-line
     :class:`lfads_core.errors.LfadsError` (``DataError`` for the input) naming the file.
@@ -363,6 +364,7 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
                 dst.attrs[key] = value
             for key, value in attrs.items():
                 dst.attrs[key] = value
+            dst.attrs["bin_size_ms"] = float(bin_ms)  # the bin size the deconvolution used
             for key in src.keys():
                 if key in events:
                     old = src[key]

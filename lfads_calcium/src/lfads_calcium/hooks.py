@@ -27,7 +27,8 @@ def _configure_deconvolve(parser: argparse.ArgumentParser) -> None:
                              "estimate it per neuron (default: auto; e.g. ~0.3-0.4 for GCaMP6f, "
                              "~1 for GCaMP6s)")
     parser.add_argument("--bin-ms", default=None, metavar="MS",
-                        help="bin size in ms, only for a file without a 'bin_size_ms' attribute")
+                        help="bin size in ms (default: the file's 'bin_size_ms' attribute; when given, it replaces "
+                             "that attribute in the output)")
 
 
 def _positive(text: str, option: str, unit: str) -> float:
