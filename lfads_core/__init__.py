@@ -8,7 +8,8 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
 - what flows through them: :class:`Batch`, :class:`EncoderOutput`, :class:`GeneratorOutput`,
   :class:`AugmentContext`, :class:`DataSizes`, :class:`DataStats`;
 - config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
-  :data:`hookimpl`, :class:`Command`, :class:`SynthDataset` (:mod:`lfads_core.hooks`);
+  :data:`hookimpl`, :class:`Command`, :class:`SynthDataset`, and the argparse types :func:`positive_int` and
+  :func:`positive_float` for their options (:mod:`lfads_core.hooks`);
 - synthetic data to build on: :func:`make_lorenz` (Poisson spikes, true rates and latents);
 - the conformance checks a plugin's tests call: :mod:`lfads_core.conformance` (``assert_conforms``).
 """
@@ -25,7 +26,8 @@ _EXPORTS = {
     "Augmentation": "components", "AugmentContext": "components", "DataSizes": "components",
     "DataStats": "data.stats", "Batch": "protocols", "EncoderOutput": "protocols",
     "GeneratorOutput": "protocols", "hookimpl": "hooks", "Command": "hooks",
-    "SynthDataset": "hooks", "make_lorenz": "data.synth",
+    "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
+    "positive_float": "hooks",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -87,6 +87,29 @@ class SynthDataset:
     configure: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for options of commands and synth datasets: an integer >= 1 (a bad
+    value is a one-line usage error naming the option)."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
+    return value
+
+
 @attrs.frozen
 class Provided:
     """A command or synth dataset with the distribution that provides it; ``problem`` is set for a

@@ -55,7 +55,7 @@ def test_zeros_and_negatives_are_an_error_naming_channels_and_options():
     data[2, 3, 0] = -0.1
     data[1, 1, 1] = np.nan  # unobserved: not counted
     msg = Gamma(GammaConfig(), 4).check_data(data)
-    assert msg.startswith("has 2 values <= 0 in 2 channels") and "floor" in msg and "zig" in msg
+    assert msg.startswith("has 2 values <= 0 in 2 channels (0, 2)") and "floor" in msg and "zig" in msg
     assert "\n" not in msg
     assert Gamma(GammaConfig(), 4).check_data(np.abs(np.nan_to_num(data, nan=1.0)) + 0.5) is None
 
@@ -67,7 +67,7 @@ def test_floor_clamps_in_the_likelihood_and_says_how_many():
     recon = Gamma(GammaConfig(floor=1e-4), 3)
     assert recon.check_data(data) is None
     note = recon.data_note(data)
-    assert note.startswith("has 2 values (6.67%) below floor 0.0001 in 2 channels")
+    assert note.startswith("has 2 values (6.67%) below floor 0.0001 in 2 channels (0, 1)")
     p = torch.zeros(2, 5, 3, 2)
     nll = recon.nll(p, torch.from_numpy(data))
     floor_value = recon.nll(p[:1, :1, :1], torch.full((1, 1, 1), 1e-4))

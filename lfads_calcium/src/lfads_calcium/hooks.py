@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lfads_core import Command, SynthDataset, hookimpl
+from lfads_core import Command, SynthDataset, hookimpl, positive_int
 
 DECONVOLVE_HELP = "OASIS deconvolution of dF/F traces into event amplitudes (dF/F units)"
 
@@ -66,18 +66,10 @@ def _run_deconvolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frame_bins(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def _configure_synth(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frame-bins", type=_frame_bins, default=1, metavar="K",
+    parser.add_argument("--frame-bins", type=positive_int, default=1, metavar="K",
                         help="sample each neuron once per frame of K bins at its own scan offset, "
                              "NaN in the other bins (default 1: every bin)")
 

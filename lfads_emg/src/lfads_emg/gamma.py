@@ -54,18 +54,22 @@ class Gamma(Reconstruction):
     def mean(self, params: Tensor) -> Tensor:
         return params[..., 0].exp()
 
-    def _below(self, data: np.ndarray, bound: float, strict: bool) -> tuple[int, int]:
+    def _below(self, data: np.ndarray, bound: float, strict: bool) -> tuple[int, str]:
+        """How many observed values are below ``bound`` (or at it), and in which channels."""
         flat = np.asarray(data).reshape(-1, data.shape[-1])
         seen = np.isfinite(flat)
         bad = seen & ((flat < bound) if strict else (flat <= bound))
-        return int(bad.sum()), int(bad.any(axis=0).sum())
+        idx = np.flatnonzero(bad.any(axis=0))
+        shown = ", ".join(str(int(i)) for i in idx[:5]) + (" ..." if len(idx) > 5 else "")
+        where = f"{len(idx)} channel{'s' if len(idx) > 1 else ''} ({shown})" if len(idx) else ""
+        return int(bad.sum()), where
 
     def check_data(self, data: np.ndarray) -> Optional[str]:
         if self.floor is not None:
             return None
-        values, channels = self._below(data, 0.0, strict=False)
+        values, where = self._below(data, 0.0, strict=False)
         if values:
-            return (f"has {values} values <= 0 in {channels} channel{'s' if channels > 1 else ''}; gamma "
+            return (f"has {values} values <= 0 in {where}; gamma "
                     f"needs strictly positive EMG: set model.reconstruction.floor (e.g. 1.0e-4) to "
                     f"treat smaller values as the floor, or use zig (lfads-calcium) for exact zeros")
         return None
@@ -73,11 +77,11 @@ class Gamma(Reconstruction):
     def data_note(self, data: np.ndarray) -> Optional[str]:
         if self.floor is None:
             return None
-        values, channels = self._below(data, self.floor, strict=True)
+        values, where = self._below(data, self.floor, strict=True)
         if values:
             share = values / max(int(np.isfinite(data).sum()), 1)
-            return (f"has {values} values ({share:.2%}) below floor {self.floor:g} in {channels} "
-                    f"channel{'s' if channels > 1 else ''}: the likelihood treats them as {self.floor:g}")
+            return (f"has {values} values ({share:.2%}) below floor {self.floor:g} in {where}: the "
+                    f"likelihood treats them as {self.floor:g}")
         return None
 
     def init_params(self, stats: DataStats) -> Tensor:

@@ -7,41 +7,22 @@ Kept light: numpy is imported (through :mod:`.synth`) inside the functions, sinc
 from __future__ import annotations
 
 import argparse
-import math
 
-from lfads_core import SynthDataset, hookimpl
+from lfads_core import SynthDataset, hookimpl, positive_float, positive_int
 
 DEFAULT_GAMMA_SHAPE = 4.0
 DEFAULT_MUSCLES = 16
 
 
-def _gamma_shape(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _muscles(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def _configure_synth(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gamma-shape", type=_gamma_shape, default=DEFAULT_GAMMA_SHAPE,
+    parser.add_argument("--gamma-shape", type=positive_float, default=DEFAULT_GAMMA_SHAPE,
                         metavar="K",
                         help="shape of the gamma noise of each bin; its coefficient of variation "
                              f"is 1/sqrt(K) (default {DEFAULT_GAMMA_SHAPE:g}: CV 0.5; 3-10 gives "
                              "the CV 0.3-0.6 of rectified, filtered, binned EMG)")
-    parser.add_argument("--muscles", type=_muscles, default=DEFAULT_MUSCLES, metavar="N",
+    parser.add_argument("--muscles", type=positive_int, default=DEFAULT_MUSCLES, metavar="N",
                         help=f"number of muscles (channels) (default {DEFAULT_MUSCLES})")
 
 

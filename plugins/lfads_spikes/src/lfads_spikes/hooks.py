@@ -16,46 +16,28 @@ from __future__ import annotations
 
 import argparse
 
-from lfads_core import SynthDataset, hookimpl
+from lfads_core import SynthDataset, hookimpl, positive_float, positive_int
 
 DEFAULT_DISPERSION = 2.0
 DEFAULT_BASE_RATE_HZ = 25.0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dispersion", type=_positive_float, default=DEFAULT_DISPERSION, metavar="R",
+    parser.add_argument("--dispersion", type=positive_float, default=DEFAULT_DISPERSION, metavar="R",
                         help="shape R of the per-bin gamma gain (the negative binomial size; variance "
                              f"λ + λ²/R; smaller is more over-dispersed; default {DEFAULT_DISPERSION:g})")
-    parser.add_argument("--base-rate-hz", type=_positive_float, default=DEFAULT_BASE_RATE_HZ,
+    parser.add_argument("--base-rate-hz", type=positive_float, default=DEFAULT_BASE_RATE_HZ,
                         metavar="HZ", help="mean firing rate of the Lorenz rates before their "
                                            f"modulation, 10 ms bins (default {DEFAULT_BASE_RATE_HZ:g})")
-    parser.add_argument("--n-conditions", type=_positive_int, default=60, metavar="C",
+    parser.add_argument("--n-conditions", type=positive_int, default=60, metavar="C",
                         help="Lorenz initial conditions (default 60)")
-    parser.add_argument("--trials-per-condition", type=_positive_int, default=20, metavar="K",
+    parser.add_argument("--trials-per-condition", type=positive_int, default=20, metavar="K",
                         help="trials per condition (default 20; 20%% of all trials are validation)")
-    parser.add_argument("--n-bins", type=_positive_int, default=100, metavar="T",
+    parser.add_argument("--n-bins", type=positive_int, default=100, metavar="T",
                         help="bins per trial (default 100)")
-    parser.add_argument("--n-neurons", type=_positive_int, default=40, metavar="N",
+    parser.add_argument("--n-neurons", type=positive_int, default=40, metavar="N",
                         help="neurons (default 40)")
 
 

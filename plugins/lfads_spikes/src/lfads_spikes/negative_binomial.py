@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from lfads_core import DataStats, Reconstruction
 from lfads_core.spec.validators import FieldError, ge, gt, within
 
-from .poisson import _channels
+from .poisson import counts_problem
 
 _STIRLING_FROM = 10.0  # r at and above which H uses the Stirling series
 _DEFAULT_START = 10.0  # r before init_params (or without training statistics)
@@ -153,24 +153,31 @@ class NegativeBinomial(Reconstruction):
     def epoch_metrics(self, params: Tensor, data: Tensor, mask: Tensor) -> dict[str, Tensor]:
         return {"overdispersion": torch.exp(-self._log_size()).mean().detach()}
 
+    def evaluate(self, mean: np.ndarray, data: np.ndarray) -> dict[str, float]:
+        """``nb_bits_per_spike``: the information gain, per spike in bits, of this model's own
+        likelihood (negative binomial with the posterior-averaged mean and the learned sizes) over
+        the null of ``bits_per_spike`` (each channel's constant mean count, Poisson). The core's
+        ``bits_per_spike`` scores the rates with a Poisson likelihood; this one scores the whole
+        predictive distribution, which is what over-dispersion changes: compare it with the
+        ``bits_per_spike`` of a ``poisson`` model of the same data (same null)."""
+        x = torch.from_numpy(np.asarray(data, np.float64))
+        mu = torch.from_numpy(np.asarray(mean, np.float64)).clamp_min(1e-9)
+        seen = torch.isfinite(x)
+        x0 = torch.where(seen, x, torch.zeros(()))
+        counts = seen.sum(dim=tuple(range(x.dim() - 1))).clamp_min(1)
+        null = x0.sum(dim=tuple(range(x.dim() - 1))) / counts  # [N]
+        spikes = float(x0.sum())
+        if spikes <= 0:
+            return {}
+        with torch.no_grad():
+            model = negative_binomial_nll(mu.log(), self._log_size().double().cpu(), x0)
+        log_null = null.clamp_min(1e-9).log()
+        poisson_null = null - x0 * log_null + torch.lgamma(x0 + 1.0)
+        gain = float((poisson_null - model)[seen].sum())
+        return {"nb_bits_per_spike": gain / (math.log(2.0) * spikes)}
+
     def check_data(self, data: np.ndarray) -> Optional[str]:
-        data = np.asarray(data)
-        if data.size == 0:
-            return None
-        flat = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data.reshape(-1, 1)
-        seen = np.isfinite(flat)
-        negative = (seen & (flat < 0)).any(axis=0)
-        if negative.any():
-            low = float(np.nanmin(np.where(seen, flat, np.nan)))
-            where = f" in {_channels(np.flatnonzero(negative))}" if data.ndim > 1 else ""
-            return (f"has negative values{where} (min {low:g}); negative_binomial needs counts >= 0")
-        fractional = seen & (flat != np.round(flat))
-        if fractional.any():
-            bad = flat[fractional].flat[0]
-            where = f" in {_channels(np.flatnonzero(fractional.any(axis=0)))}" if data.ndim > 1 else ""
-            return (f"has non-integer values{where} (e.g. {float(bad):g}); negative_binomial needs "
-                    f"spike counts")
-        return None
+        return counts_problem(data, "negative_binomial")
 
     def moment_sizes(self, stats: DataStats) -> Tensor:
         """Method-of-moments size per channel [N]: mean²/(var − mean) where var > mean, else

@@ -23,6 +23,27 @@ def _channels(idx: np.ndarray, limit: int = 5) -> str:
     return f"channel{'s' if len(idx) > 1 else ''} {shown}{more}"
 
 
+def counts_problem(data: np.ndarray, model: str) -> Optional[str]:
+    """The problem of ``data`` [..., N] (NaN = unobserved) as spike counts, naming the channels,
+    or None: negative or non-integer values."""
+    data = np.asarray(data)
+    if data.size == 0:
+        return None
+    flat = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data.reshape(-1, 1)
+    seen = np.isfinite(flat)
+    negative = (seen & (flat < 0)).any(axis=0)
+    if negative.any():
+        low = float(np.nanmin(np.where(seen, flat, np.nan)))
+        where = f" in {_channels(np.flatnonzero(negative))}" if data.ndim > 1 else ""
+        return f"has negative values{where} (min {low:g}); {model} needs counts >= 0"
+    fractional = seen & (flat != np.round(flat))
+    if fractional.any():
+        bad = flat[fractional].flat[0]
+        where = f" in {_channels(np.flatnonzero(fractional.any(axis=0)))}" if data.ndim > 1 else ""
+        return f"has non-integer values{where} (e.g. {float(bad):g}); {model} needs spike counts"
+    return None
+
+
 class Poisson(Reconstruction):
     """params [B, T, N, 1] = log-rate ℓ; NLL = e^ℓ − x ℓ + log x!; mean e^ℓ (counts per bin).
     Starts at each channel's mean count (log of max(mean, 1e-3))."""
@@ -45,22 +66,7 @@ class Poisson(Reconstruction):
         return torch.exp(params[..., 0])
 
     def check_data(self, data: np.ndarray) -> Optional[str]:
-        data = np.asarray(data)
-        if data.size == 0:
-            return None
-        flat = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data.reshape(-1, 1)
-        seen = np.isfinite(flat)
-        negative = (seen & (flat < 0)).any(axis=0)
-        if negative.any():
-            low = float(np.nanmin(np.where(seen, flat, np.nan)))
-            where = f" in {_channels(np.flatnonzero(negative))}" if data.ndim > 1 else ""
-            return f"has negative values{where} (min {low:g}); Poisson needs counts >= 0"
-        fractional = (seen & (flat != np.round(flat))).any(axis=0)
-        if fractional.any():
-            bad = flat[seen & (flat != np.round(flat))].flat[0]
-            where = f" in {_channels(np.flatnonzero(fractional))}" if data.ndim > 1 else ""
-            return f"has non-integer values{where} (e.g. {float(bad):g}); Poisson needs spike counts"
-        return None
+        return counts_problem(data, "Poisson")
 
     def init_params(self, stats: DataStats) -> Tensor:
         return torch.log(stats.mean.clamp_min(1e-3)).unsqueeze(-1)
