@@ -37,7 +37,7 @@ def _plugin_commands() -> dict:
 
 def _epilog() -> str:
     found = _plugin_commands()
-    width = max([len(n) for n in SUBCOMMANDS] + [len(n) for n in found]) + 2
+    width = max([10] + [len(n) for n in found]) + 2  # the built-ins line up alike with or without plugins
     lines = ["subcommands (lfads-run SUBCOMMAND --help):"]
     lines += [f"  {name:<{width}} {HELP[name]}" for name in SUBCOMMANDS]
     if found:
