@@ -126,8 +126,9 @@ def _validate(args) -> None:
                                      ("readin", "encoder", "generator", "readout", "reconstruction",
                                       "ic_prior", "co_prior")))
     recon = model.reconstructions[0]
-    applies = ", ".join(("rate_r2 (with truth)",) + tuple(recon.metrics)) if ds.train.truth is not None \
-        else ", ".join(recon.metrics) or "none"
+    applies = (["rate_r2 (with truth)"] if ds.train.truth is not None else []) + list(recon.metrics) \
+        + (["latent_r2 (with latents)"] if ds.train.latents is not None else [])
+    applies = ", ".join(applies) or "none"
     print(f"reconstruction {m.reconstruction.name}: data {recon.support}; output in {recon.units}; "
           f"summary metrics: {applies}")
     print("augmentations: " + (", ".join(a.name for a in m.augmentations) or "none"))

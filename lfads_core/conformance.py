@@ -138,7 +138,9 @@ def check_readout(c: _Check, readout, factors: Tensor, out_dim: int) -> Tensor:
 def check_prior(c: _Check, prior, mean: Tensor, std: Tensor) -> Tensor:
     what = "KL summed over every non-batch dimension: [B]"
     kl = c.tensor("kl", c.call("kl", prior.kl, mean, std), (mean.shape[0],), what)
-    if bool((kl < -1e-3 * (1 + kl.abs())).any()):
+    again = c.call("kl", prior.kl, mean, std)
+    deterministic = isinstance(again, Tensor) and torch.equal(again, kl)  # not a Monte Carlo estimate
+    if deterministic and bool((kl < -1e-3 * (1 + kl.abs())).any()):
         c.fail(f"kl returned negative values (min {float(kl.min()):.4g}); a KL divergence is >= 0")
     return kl
 

@@ -473,3 +473,30 @@ def test_every_spec_problem_is_one_error_line(spec_file, capsys):
     for needle in ("data.batch_size: must be >= 1", "model.encoder.ic_dimm: unknown key",
                    "train.lr: must be > 0", "train.kl.ic_scale: must be >= 0"):
         assert sum(needle in line for line in lines) == 1, (needle, lines)
+
+
+def test_a_monte_carlo_kl_may_be_negative_on_a_batch():
+    """A prior without a closed-form KL (e.g. Student-t) estimates it by sampling; a single
+    estimate can be slightly negative, which the checks must accept (only shape and finiteness)."""
+    import attrs as _attrs
+
+    from lfads_core import Prior
+
+    @_attrs.frozen
+    class Cfg:
+        pass
+
+    class MonteCarloStudentT(Prior):
+        Config = Cfg
+
+        def __init__(self, config, shape):
+            super().__init__()
+            self.t = torch.distributions.StudentT(3.0)
+
+        def kl(self, mean, std):
+            u = mean + std * torch.randn_like(std)  # one sample
+            q = torch.distributions.Normal(mean, std)
+            kl = q.log_prob(u) - self.t.log_prob(u)
+            return kl.reshape(kl.shape[0], -1).sum(1) - 5.0  # pushed below 0 on purpose
+
+    assert component_problems("prior", MonteCarloStudentT) == []

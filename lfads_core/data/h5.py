@@ -187,7 +187,7 @@ def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> list[
                 raise DataError(f"{ds.path}: {key} contains infinite values")
             if nan.any() and not allow_nan:
                 raise DataError(f"{ds.path}: {key} contains {int(nan.sum())} NaN values and no "
-                                f"augmentation in model.augmentations handles NaN (such as SBTT from lfads-calcium)")
+                                f"augmentation in model.augmentations handles NaN (such as sbtt from lfads-calcium: augmentations: [sbtt, ...])")
             if kind == "recon":
                 problem = recon.check_data(arr)
                 if problem:

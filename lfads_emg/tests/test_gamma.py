@@ -67,7 +67,7 @@ def test_floor_clamps_in_the_likelihood_and_says_how_many():
     recon = Gamma(GammaConfig(floor=1e-4), 3)
     assert recon.check_data(data) is None
     note = recon.data_note(data)
-    assert note.startswith("has 2 values (6.67%) below floor 0.0001 in 2 channels (0, 1)")
+    assert note.startswith("has 2 values (6.7%) below floor 0.0001 in 2 channels (0, 1)")
     p = torch.zeros(2, 5, 3, 2)
     nll = recon.nll(p, torch.from_numpy(data))
     floor_value = recon.nll(p[:1, :1, :1], torch.full((1, 1, 1), 1e-4))

@@ -80,7 +80,7 @@ class Gamma(Reconstruction):
         values, where = self._below(data, self.floor, strict=True)
         if values:
             share = values / max(int(np.isfinite(data).sum()), 1)
-            return (f"has {values} values ({share:.2%}) below floor {self.floor:g} in {where}: the "
+            return (f"has {values} values ({100 * share:.2g}%) below floor {self.floor:g} in {where}: the "
                     f"likelihood treats them as {self.floor:g}")
         return None
 
