@@ -19,7 +19,7 @@ from lfads_core.data.batches import to_tensors
 from lfads_core.data.h5 import load_dataset
 from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.output.sample import posterior_sample
-from lfads_core.run import make_model, set_threads
+from lfads_core.assembly import make_model, set_threads
 from lfads_core.spec.load import load_spec
 from lfads_core.train.loop import Trainer
 

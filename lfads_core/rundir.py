@@ -1,0 +1,95 @@
+"""The run directory: the resolved spec (and the resume policy when one is there), metrics.csv.
+Checkpoints are written by :mod:`lfads_core.train.checkpoint`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .errors import RunDirError
+from .spec.load import dump_spec, spec_to_dict
+from .spec.schema import Spec
+from .train.checkpoint import atomic_write_text
+
+SPEC_FILE = "spec.yaml"
+# Spec fields that may differ when a run is resumed.
+RESUMABLE = {("output",), ("train", "max_epochs"), ("train", "threads"), ("sampling",),
+             ("train", "early_stopping", "patience")}
+
+
+def _strip(d: dict, paths=RESUMABLE) -> dict:
+    d = json.loads(json.dumps(d))
+    for path in paths:
+        node = d
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    return d
+
+
+def _first_difference(a, b, prefix="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{prefix}{i}.")
+    return f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
+
+
+def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path:
+    """Create the run directory, or check that it holds a run of the same spec (resume).
+    With ``force`` a run of another spec is moved aside, never deleted."""
+    run_dir = Path(spec.output)
+    saved = run_dir / SPEC_FILE
+    if saved.exists():
+        try:
+            old = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError:
+            old = None
+        new = spec_to_dict(spec)
+        if not isinstance(old, dict) or _strip(old) != _strip(new):
+            if not force:
+                diff = _first_difference(_strip(old), _strip(new)) if isinstance(old, dict) else "unreadable"
+                raise RunDirError(f"{run_dir} holds a run of a different spec ({diff}); use another "
+                                  f"--out or --force to move the old run aside and start over")
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+            shutil.move(str(run_dir), aside)
+            log(f"moved the previous run to {aside}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"output {run_dir}: cannot create the run directory "
+                          f"({exc.strerror or exc})") from None
+    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed
+        stale.unlink()
+    atomic_write_text(run_dir / SPEC_FILE, dump_spec(spec))
+    return run_dir
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    keys = list(history[0])
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
