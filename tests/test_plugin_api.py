@@ -500,3 +500,30 @@ def test_a_monte_carlo_kl_may_be_negative_on_a_batch():
             return kl.reshape(kl.shape[0], -1).sum(1) - 5.0  # pushed below 0 on purpose
 
     assert component_problems("prior", MonteCarloStudentT) == []
+
+
+def test_trainer_takes_any_batch_source():
+    """The loop iterates what it is given: a BatchSource gives the same epoch as the TensorSplit it
+    wraps, and a source of another shape (here: every batch twice) is simply iterated."""
+    from lfads_core.data.batches import SplitBatches
+
+    a, _ = _trainer()
+    row_a = a.run_epoch()
+    b, _ = _trainer()
+    b.train_batches = SplitBatches(b.train_batches.data, 8)
+    row_b = b.run_epoch()
+    assert row_a["train_loss"] == row_b["train_loss"] and row_a["valid_recon"] == row_b["valid_recon"]
+
+    class Twice:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __call__(self, generator=None):
+            self.calls += 1
+            for batch in self.inner(generator):
+                yield batch
+                yield batch
+
+    c, _ = _trainer()
+    c.train_batches = twice = Twice(c.train_batches)
+    assert c.run_epoch() is not None and twice.calls == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,26 @@ def to_tensors(split: Split, session: int = 0) -> TensorSplit:
     return TensorSplit(encod=torch.from_numpy(np.nan_to_num(split.encod, nan=0.0)),
                        recon=torch.from_numpy(np.where(finite, recon, 0.0).astype(np.float32)),
                        mask=torch.from_numpy(finite.astype(np.float32)), ext=ext, session=session)
+
+
+class BatchSource(Protocol):
+    """What the training loop iterates once per epoch: ``source(generator)`` yields the epoch's
+    :class:`Batch` es, shuffled with ``generator`` (the loop's data generator, saved with its
+    state) or in a fixed order when it is None (validation: every trial once). One session or a
+    mix of sessions, on the CPU or a device: the loop does not care."""
+
+    def __call__(self, generator: Optional[torch.Generator] = None) -> Iterable[Batch]: ...
+
+
+@dataclasses.dataclass
+class SplitBatches:
+    """The batches of one session's split: ``batch_size`` trials each, the last one smaller."""
+
+    data: TensorSplit
+    batch_size: int
+
+    def __call__(self, generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+        return batches(self.data, self.batch_size, generator)
 
 
 def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from ..components import AugmentContext
-from ..data.batches import TensorSplit, batches
+from ..data.batches import BatchSource, SplitBatches, TensorSplit
 from ..errors import TrainingError
 from ..model.lfads import LFADS
 from ..spec.schema import TrainSpec
@@ -33,17 +33,27 @@ class NonFiniteLoss(Exception):
     pass
 
 
+def _source(data, batch_size: Optional[int]) -> BatchSource:
+    if isinstance(data, TensorSplit):
+        if batch_size is None:
+            raise TypeError("a TensorSplit needs batch_size")
+        return SplitBatches(data, batch_size)
+    return data
+
+
 def augmentation_seed(seed: int, index: int) -> int:
     """The seed of the random generator of augmentation ``index`` for ``train.seed``."""
     return (seed * 1_000_003 + 7919 * (index + 1)) % (2**63 - 1)
 
 
 class Trainer:
-    def __init__(self, model: LFADS, augmentations: list, train: TensorSplit, valid: TensorSplit,
-                 spec: TrainSpec, batch_size: int, log: Callable[[str], None] = print):
+    def __init__(self, model: LFADS, augmentations: list, train: BatchSource | TensorSplit,
+                 valid: BatchSource | TensorSplit, spec: TrainSpec, batch_size: Optional[int] = None,
+                 log: Callable[[str], None] = print):
+        """``train``/``valid``: where each epoch's batches come from (a :class:`BatchSource`), or
+        one session's :class:`TensorSplit` batched by ``batch_size``."""
         self.model, self.augmentations, self.spec = model, augmentations, spec
-        self.train_data, self.valid_data = train, valid
-        self.batch_size = batch_size
+        self.train_batches, self.valid_batches = _source(train, batch_size), _source(valid, batch_size)
         self.log = log
         self.optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=spec.adam_eps,
                                           weight_decay=spec.weight_decay)
@@ -105,13 +115,13 @@ class Trainer:
                    if k.startswith("l2_") and k[3:] in L2_KEYS)
 
     def _pass(self, training: bool) -> dict[str, float]:
-        model, data = self.model, self.train_data if training else self.valid_data
+        model, source = self.model, self.train_batches if training else self.valid_batches
         model.train(training)
         sums: dict[str, float] = {}
         count = 0
         gen = self.data_rng if training else None
         with torch.set_grad_enabled(training):
-            for batch in batches(data, self.batch_size, gen):
+            for batch in source(gen):
                 for aug, rng in zip(self.augmentations, self.aug_rngs):
                     batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
                 out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
