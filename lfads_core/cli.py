@@ -176,10 +176,15 @@ def _synth(args) -> None:
     options = {k: v for k, v in vars(args).items() if k not in ("kind", "out", "seed", "debug")}
     data = item.make(args.seed, **options)
     out = Path(args.out)
-    # One mapping of arrays, or several files: {file-name suffix: arrays} ("" is --out itself).
+    # One mapping of arrays, or several files: {file-name suffix: arrays} ("" is --out itself),
+    # or {"NAME.h5": arrays}: files in the folder --out.
     files = data if data and all(isinstance(v, dict) for v in data.values()) else {"": data}
+    in_folder = all(name.endswith(".h5") for name in files)
+    if in_folder and out.exists() and not out.is_dir():
+        raise LfadsError(f"--out {out}: exists and is not a folder (this dataset writes one file per "
+                         f"session into a folder)")
     for suffix, arrays in files.items():
-        path = out.with_name(f"{out.stem}{suffix}{out.suffix}")
+        path = out / suffix if in_folder else out.with_name(f"{out.stem}{suffix}{out.suffix}")
         try:
             write_h5(arrays, path, item.file_attrs)
         except OSError as exc:

@@ -76,7 +76,8 @@ class SynthDataset:
     mapping attribute holding file attributes (``bin_size_ms`` is required there or in
     ``file_attrs``; ``truth_units`` names the units of the truth arrays). To write several files,
     return ``{suffix: mapping}``: each goes to ``<FILE stem><suffix><FILE suffix>`` (suffix ``""``
-    is FILE itself). ``configure(parser)``, if given, adds options (``--frame-bins``); their
+    is FILE itself). Or return ``{"NAME.h5": mapping, ...}`` (every key ending in ``.h5``): FILE
+    is then a folder that receives those files (one per session). ``configure(parser)``, if given, adds options (``--frame-bins``); their
     values reach ``make`` as keyword arguments named by argparse's ``dest``.
     """
 
@@ -129,8 +130,20 @@ class _Builtins:
     def lfads_synth_datasets():
         from .data import synth
 
+        def lorenz(seed: int, sessions: int = 1):
+            if sessions == 1:
+                return synth.make_lorenz(seed=seed)
+            return {f"session{s}.h5": data for s, data in
+                    enumerate(synth.make_lorenz_sessions(seed=seed, n_sessions=sessions))}
+
+        def sessions_option(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("--sessions", type=positive_int, default=1, metavar="N",
+                                help="N > 1: N sessions sharing the latent dynamics, with their own "
+                                     "neurons (40, 30, 20, ...) and 70%% of the conditions each, "
+                                     "written as --out DIR/session<i>.h5")
+
         return [SynthDataset("lorenz", "Poisson spikes from a Lorenz attractor (with true rates)",
-                             lambda seed: synth.make_lorenz(seed=seed)),
+                             lorenz, configure=sessions_option),
                 SynthDataset("rnn", "Poisson spikes from a chaotic RNN with input pulses (with true "
                              "rates)", lambda seed: synth.make_rnn(seed=seed))]
 

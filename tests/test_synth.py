@@ -266,3 +266,54 @@ def test_truth_conversion_factor_either_convention():
     assert np.allclose(truth_in_data_units(hz, spikes, 0.01), rates, rtol=1e-5)   # multiply
     assert np.allclose(truth_in_data_units(hz, spikes, 100.0), rates, rtol=1e-5)  # divide
     assert np.array_equal(truth_in_data_units(rates, spikes, 1.0), rates)
+
+
+# --------------------------------------------------------------------------- #
+# Sessions sharing one Lorenz system (multisession / stitching data)
+# --------------------------------------------------------------------------- #
+
+
+def test_lorenz_sessions_share_latents_with_their_own_neurons_and_conditions():
+    from lfads_core.data.synth import make_lorenz_sessions
+
+    sessions = make_lorenz_sessions(seed=2, n_sessions=3, n_conditions=12, trials_per_condition=4,
+                                    n_bins=30, neurons=(9, 6, 4), condition_fraction=0.5)
+    assert [s["train_encod_data"].shape[2] for s in sessions] == [9, 6, 4]
+    used = [set(s.attrs["session_conditions"].tolist()) for s in sessions]
+    assert all(len(u) == 6 for u in used) and len(set(map(frozenset, used))) > 1
+    # the same condition has the same latent trajectory in every session that recorded it
+    latent_of = {}
+    for s in sessions:
+        for split in ("train", "valid"):
+            for cond, lat in zip(s[f"{split}_conditions"], s[f"{split}_latents"]):
+                if cond in latent_of:
+                    np.testing.assert_array_equal(latent_of[cond], lat)
+                latent_of[cond] = lat
+    for s in sessions:
+        n = s["train_encod_data"].shape[0] + s["valid_encod_data"].shape[0]
+        assert n == 6 * 4 and set(s["train_conditions"]) <= set(s.attrs["session_conditions"])
+        # each session reads the latents out with neurons of its own: log-rates are affine in them
+        lat, rates = s["train_latents"].reshape(-1, 3), s["train_truth"].reshape(-1, s["train_truth"].shape[2])
+        design = np.hstack([lat, np.ones((lat.shape[0], 1))])
+        coef, res, *_ = np.linalg.lstsq(design, np.log(rates), rcond=None)
+        np.testing.assert_allclose(design @ coef, np.log(rates), atol=1e-4)
+    again = make_lorenz_sessions(seed=2, n_sessions=3, n_conditions=12, trials_per_condition=4,
+                                 n_bins=30, neurons=(9, 6, 4), condition_fraction=0.5)
+    np.testing.assert_array_equal(again[1]["valid_encod_data"], sessions[1]["valid_encod_data"])
+
+
+def test_synth_lorenz_sessions_cli_writes_one_file_per_session(tmp_path, capsys):
+    from lfads_core import cli
+
+    assert cli.main(["synth", "lorenz", "--sessions", "2", "--out", str(tmp_path / "sessions")]) == 0
+    assert sorted(p.name for p in (tmp_path / "sessions").iterdir()) == ["session0.h5", "session1.h5"]
+    import h5py
+
+    with h5py.File(tmp_path / "sessions" / "session1.h5") as f:
+        assert f["train_encod_data"].shape[2] == 30 and f.attrs["session"] == 1
+    (tmp_path / "file").write_text("x")
+    capsys.readouterr()
+    assert cli.main(["synth", "lorenz", "--sessions", "2", "--out", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert cli.main(["synth", "lorenz", "--out", str(tmp_path / "one.h5")]) == 0  # one session: a file
+    assert (tmp_path / "one.h5").is_file()

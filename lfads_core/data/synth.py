@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "SynthData",
     "make_lorenz",
+    "make_lorenz_sessions",
     "make_rnn",
     "write_h5",
     "SYNTH_GENERATORS",
@@ -192,6 +193,68 @@ def _lorenz_start_states(rng: np.random.Generator, n: int) -> np.ndarray:
     return pool[rng.choice(len(pool), size=n, replace=False)]
 
 
+def _lorenz_condition_latents(rng: np.random.Generator, n_conditions: int, n_bins: int) -> np.ndarray:
+    """One Lorenz trajectory per condition, z-scored over all of them: [C, n_bins, 3]."""
+    starts = _lorenz_start_states(rng, n_conditions)
+    latents = _lorenz_integrate(starts, n_bins, LORENZ_TRIAL_TIME / n_bins)
+    return (latents - latents.mean(axis=(0, 1))) / latents.std(axis=(0, 1))
+
+
+def _lorenz_rates(rng: np.random.Generator, latents: np.ndarray, n_neurons: int, bin_ms: float,
+                  base_rate_hz: float) -> np.ndarray:
+    """Rates (counts per bin) of ``n_neurons`` new neurons reading out ``latents`` [..., 3]."""
+    loadings = rng.normal(size=(3, n_neurons))
+    loadings *= LORENZ_LOADING_NORM / np.linalg.norm(loadings, axis=0)
+    bias = np.log(base_rate_hz * bin_ms / 1000.0) + LORENZ_BIAS_JITTER * rng.normal(size=n_neurons)
+    return np.exp(latents @ loadings + bias)
+
+
+def make_lorenz_sessions(
+    seed: int = 0,
+    n_sessions: int = 3,
+    n_conditions: int = 60,
+    trials_per_condition: int = 20,
+    n_bins: int = 100,
+    neurons: tuple[int, ...] = (40, 30, 20),
+    condition_fraction: float = 0.7,
+    bin_ms: float = 10.0,
+    base_rate_hz: float = 8.0,
+    valid_fraction: float = 0.2,
+) -> list[SynthData]:
+    """Several recording sessions of one Lorenz system (stitching, multisession LFADS).
+
+    The conditions' latent trajectories are shared by every session (as in :func:`make_lorenz`);
+    each session records its own neurons (``neurons[s % len(neurons)]`` of them, with loadings and
+    biases of their own) during its own random subset of ``condition_fraction`` of the
+    conditions, ``trials_per_condition`` trials each. Each session is a :class:`SynthData` with
+    :func:`make_lorenz`'s keys; ``{split}_conditions`` index the shared conditions, and attrs hold
+    ``session``, ``n_sessions``, ``n_neurons`` and ``session_conditions``.
+    """
+    _check_positive(n_sessions=n_sessions, n_conditions=n_conditions,
+                    trials_per_condition=trials_per_condition, n_bins=n_bins, bin_ms=bin_ms,
+                    base_rate_hz=base_rate_hz, condition_fraction=condition_fraction)
+    if not neurons or min(neurons) < 1:
+        raise ValueError(f"neurons must be positive counts, got {neurons}")
+    rng = np.random.default_rng(seed)
+    latents = _lorenz_condition_latents(rng, n_conditions, n_bins)
+    n_used = max(1, int(round(condition_fraction * n_conditions)))
+    sessions = []
+    for s in range(n_sessions):
+        n_neurons = int(neurons[s % len(neurons)])
+        used = np.sort(rng.choice(n_conditions, size=n_used, replace=False))
+        cond_rates = _lorenz_rates(rng, latents[used], n_neurons, bin_ms, base_rate_hz)
+        local = np.repeat(np.arange(n_used), trials_per_condition)
+        arrays = _assemble(rng, truth=cond_rates[local], conditions=used[local],
+                           extras={"latents": latents[used][local]}, valid_fraction=valid_fraction)
+        attrs = dict(generator="lorenz", seed=int(seed), bin_size_ms=float(bin_ms),
+                     n_conditions=int(n_conditions), trials_per_condition=int(trials_per_condition),
+                     base_rate_hz=float(base_rate_hz), lorenz_trial_time=LORENZ_TRIAL_TIME,
+                     session=s, n_sessions=int(n_sessions), n_neurons=n_neurons,
+                     session_conditions=used.astype(np.int64))
+        sessions.append(SynthData(arrays, attrs))
+    return sessions
+
+
 def make_lorenz(
     seed: int = 0,
     n_conditions: int = 60,
@@ -228,17 +291,8 @@ def make_lorenz(
         base_rate_hz=base_rate_hz,
     )
     rng = np.random.default_rng(seed)
-
-    starts = _lorenz_start_states(rng, n_conditions)
-    latents = _lorenz_integrate(starts, n_bins, LORENZ_TRIAL_TIME / n_bins)
-    latents = (latents - latents.mean(axis=(0, 1))) / latents.std(axis=(0, 1))
-
-    loadings = rng.normal(size=(3, n_neurons))
-    loadings *= LORENZ_LOADING_NORM / np.linalg.norm(loadings, axis=0)
-    bias = np.log(base_rate_hz * bin_ms / 1000.0) + LORENZ_BIAS_JITTER * rng.normal(
-        size=n_neurons
-    )
-    cond_rates = np.exp(latents @ loadings + bias)  # [C, T, N]
+    latents = _lorenz_condition_latents(rng, n_conditions, n_bins)
+    cond_rates = _lorenz_rates(rng, latents, n_neurons, bin_ms, base_rate_hz)  # [C, T, N]
 
     conditions = np.repeat(np.arange(n_conditions, dtype=np.int64), trials_per_condition)
     arrays = _assemble(
