@@ -150,6 +150,11 @@ def _plugins(args) -> int:
         for r in rows:
             if r["kind"] in registry.KINDS and r["status"] == "ok":
                 cls = registry.load(r["kind"], r["name"])
+                try:
+                    cls.Config()
+                except Exception:  # noqa: BLE001 - required fields: it needs a config to be built
+                    r["status"] = "ok (not checked: its Config has required fields)"
+                    continue
                 problems = component_problems(r["kind"], cls)
                 r["status"] = f"error: {'; '.join(problems)}" if problems else "ok (checked)"
     if args.json:
@@ -157,7 +162,13 @@ def _plugins(args) -> int:
     else:
         width = max((len(r["name"]) for r in rows), default=4)
         for r in rows:
-            status = {"ok": "", "ok (checked)": "  checked"}.get(r["status"], f"  [{r['status']}]")
+            status = r["status"]
+            if status == "ok":
+                status = ""
+            elif status.startswith("ok ("):  # "ok (checked)", "ok (not checked: ...)"
+                status = "  " + status[len("ok ("):-1]
+            else:
+                status = f"  [{status}]"
             print(f"{r['kind']:<15} {r['name']:<{width}}  {r['distribution']} {r['version']}{status}")
     failed = [r for r in rows if r["status"].startswith(("error", "conflict"))]
     if args.check and failed:

@@ -131,6 +131,18 @@ class WindowConfig:
     width: int = 5
 
 
+@attrs.frozen
+class NeedsValue:
+    value: float
+
+
+class Required(Augmentation):
+    Config = NeedsValue
+
+    def __call__(self, batch, ctx):
+        return batch
+
+
 class Window(Augmentation):
     Config = WindowConfig
 
@@ -154,6 +166,7 @@ wrong_init = lfads_bad:WrongInit
 global_rng = lfads_bad:GlobalRNG
 grows = lfads_bad:Grows
 window = lfads_bad:Window
+required = lfads_bad:Required
 """
 
 
@@ -260,6 +273,7 @@ def test_plugins_check_reports_each_bad_component(bad_dist, capsys):
     assert "init_params returned shape [4], expected [4, 1]" in lines["wrong_init"]
     assert "ctx.generator" in lines["global_rng"] and "changed the shape" in lines["grows"]
     assert "[" not in lines["window"]  # conforms
+    assert lines["required"].endswith("  not checked: its Config has required fields")
     core = [line for line in out.splitlines() if "lfads-core" in line and line.startswith("prior")]
     assert core and all(line.rstrip().endswith("checked") for line in core)
     assert err.startswith("error: ") and "failed the check" in err
