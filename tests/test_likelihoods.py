@@ -235,3 +235,13 @@ def test_readout_bias_from_init_params_gives_data_mean(recon_name):
     got = model.means(out)
     assert got.shape == (2, 6, n)
     torch.testing.assert_close(got, mean.expand(2, 6, n), rtol=1e-5, atol=1e-6)
+
+
+def test_data_stats_in_chunks_equal_the_whole():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 1.0, size=(50, 20, 7)).astype(np.float32)
+    x[x < 0.5] = 0.0
+    x[0, :, 3] = np.nan
+    whole, chunked = DataStats.from_array(x), DataStats.from_array(x, chunk=13)
+    for field in ("mean", "var", "frac_zero", "min_positive", "max", "frac_observed"):
+        torch.testing.assert_close(getattr(chunked, field), getattr(whole, field), equal_nan=True)
