@@ -90,7 +90,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
                 continue  # listed as an error by lfads-run plugins
             sp = kinds.add_parser(name, help=f"{item.help} ({who})", description=f"{item.help} ({who})")
             sp.add_argument("--out", required=True, help="HDF5 file to write")
-            sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+            sp.add_argument("--seed", type=_seed, default=0, help="random seed, >= 0 (default 0)")
             sp.add_argument("--debug", action="store_true", help="show tracebacks")
             if item.configure is not None:
                 item.configure(sp)
@@ -103,10 +103,8 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
 
 
 def _validate(args) -> None:
-    from . import run
+    from . import hooks, run
     from .spec.load import load_spec
-
-    from . import hooks
 
     spec = load_spec(args.spec, args.overrides, args.out)
     hooks.hook()  # a misspelt hook of an installed hook plugin is an error here too
@@ -183,9 +181,13 @@ def _synth(args) -> None:
     from . import hooks
     from .data.synth import write_h5
 
-    item = hooks.synth_datasets()[args.kind][0].item
+    provided = hooks.synth_datasets()[args.kind][0]
+    item = provided.item
     options = {k: v for k, v in vars(args).items() if k not in ("kind", "out", "seed", "debug")}
-    data = item.make(args.seed, **options)
+    try:
+        data = item.make(args.seed, **options)
+    except ValueError as exc:  # a value the generator refuses: one line, as for any user error
+        raise LfadsError(f"synth {args.kind}: {exc}") from None
     out = Path(args.out)
     # One mapping of arrays, or several files: {file-name suffix: arrays} ("" is --out itself),
     # or {"NAME.h5": arrays}: files in the folder --out.
@@ -201,9 +203,8 @@ def _synth(args) -> None:
         except OSError as exc:
             raise LfadsError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
         except (ValueError, KeyError, TypeError) as exc:
-            who = hooks.synth_datasets()[args.kind][0]
-            raise LfadsError(f"synth {args.kind} of {who.dist} {who.version} gave data that cannot be "
-                             f"written: {exc}") from None
+            raise LfadsError(f"synth {args.kind} of {provided.dist} {provided.version} gave data that "
+                             f"cannot be written: {exc}") from None
         n = {s: tuple(arrays[f"{s}_encod_data"].shape) for s in ("train", "valid")}
         print(f"wrote {path}: {args.kind}, train {n['train']}, valid {n['valid']} (with ground truth)")
 
@@ -235,6 +236,16 @@ def _plugin_parser(name: str):
         sys.exit(_usage_error(f"lfads-run {name}: the plugin's arguments are malformed: {exc}"))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p, command
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
 
 
 def _looks_like_a_command(word: str) -> bool:

@@ -41,7 +41,7 @@ class ComponentError(PluginError):
     """A component broke its contract (wrong output type or shape, or it raised)."""
 
 
-class _Check:
+class Checker:
     """Calls a component's methods and checks their outputs; problems name ``who``."""
 
     def __init__(self, who: str):
@@ -81,12 +81,12 @@ def _fmt(shape) -> str:
 
 
 # -- one component, given its inputs -------------------------------------------------------
-def check_readin(c: _Check, readin, x: Tensor) -> Tensor:
+def check_readin(c: Checker, readin, x: Tensor) -> Tensor:
     d = c.int_attr(readin, "out_dim", 1)
     return c.tensor("forward", c.call("forward", readin, x), (*x.shape[:2], d), "[B, T, D]")
 
 
-def check_encoder(c: _Check, encoder, x: Tensor, recon_len: int, dropout: float) -> EncoderOutput:
+def check_encoder(c: Checker, encoder, x: Tensor, recon_len: int, dropout: float) -> EncoderOutput:
     z, ci_dim = c.int_attr(encoder, "ic_dim", 1), c.int_attr(encoder, "ci_dim", 0)
     out = c.call("forward", encoder, x, recon_len=recon_len, dropout=dropout)
     if not isinstance(out, EncoderOutput):
@@ -104,7 +104,7 @@ def check_encoder(c: _Check, encoder, x: Tensor, recon_len: int, dropout: float)
     return out
 
 
-def check_generator(c: _Check, generator, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor],
+def check_generator(c: Checker, generator, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor],
                     recon_len: int, dropout: float, repeats: int = 1) -> GeneratorOutput:
     f, u = c.int_attr(generator, "fac_dim", 1), c.int_attr(generator, "co_dim", 0)
     out = c.call("forward", generator, ic, ci, ext, recon_len=recon_len, sample=True,
@@ -122,7 +122,7 @@ def check_generator(c: _Check, generator, ic: Tensor, ci: Optional[Tensor], ext:
     return out
 
 
-def _check_l2_groups(c: _Check, module) -> None:
+def _check_l2_groups(c: Checker, module) -> None:
     groups = c.call("l2_groups", module.l2_groups)
     if not isinstance(groups, dict) or not all(
             isinstance(k, str) and isinstance(v, (list, tuple)) and all(isinstance(t, Tensor) for t in v)
@@ -130,12 +130,12 @@ def _check_l2_groups(c: _Check, module) -> None:
         c.fail("l2_groups returned something other than {group: [tensors]}")
 
 
-def check_readout(c: _Check, readout, factors: Tensor, out_dim: int) -> Tensor:
+def check_readout(c: Checker, readout, factors: Tensor, out_dim: int) -> Tensor:
     return c.tensor("forward", c.call("forward", readout, factors), (*factors.shape[:2], out_dim),
                     "[B, T, N*P]")
 
 
-def check_prior(c: _Check, prior, mean: Tensor, std: Tensor) -> Tensor:
+def check_prior(c: Checker, prior, mean: Tensor, std: Tensor) -> Tensor:
     what = "KL summed over every non-batch dimension: [B]"
     kl = c.tensor("kl", c.call("kl", prior.kl, mean, std), (mean.shape[0],), what)
     again = c.call("kl", prior.kl, mean, std)
@@ -145,7 +145,7 @@ def check_prior(c: _Check, prior, mean: Tensor, std: Tensor) -> Tensor:
     return kl
 
 
-def check_reconstruction(c: _Check, recon, params: Tensor, data: Tensor,
+def check_reconstruction(c: Checker, recon, params: Tensor, data: Tensor,
                          mask: Optional[Tensor] = None) -> None:
     shape = tuple(data.shape)
     mask = torch.ones_like(data) if mask is None else mask
@@ -175,12 +175,12 @@ def check_reconstruction(c: _Check, recon, params: Tensor, data: Tensor,
         c.fail(f"metrics names unknown core metrics {unknown} (known: {', '.join(core_metrics.APPLICABLE)})")
 
 
-def check_init_params(c: _Check, recon, stats: DataStats, n: int) -> Tensor:
+def check_init_params(c: Checker, recon, stats: DataStats, n: int) -> Tensor:
     bias = c.call("init_params", recon.init_params, stats)
     return c.tensor("init_params", bias, (n, recon.n_params), "readout bias [N, P]")
 
 
-def check_augmentation(c: _Check, aug, batch: Batch, epoch: int = 1) -> Batch:
+def check_augmentation(c: Checker, aug, batch: Batch, epoch: int = 1) -> Batch:
     """Both modes; the output keeps every shape and dtype, and its random draws come from
     ``ctx.generator`` only (the same seed gives the same batch whatever the global RNG)."""
     out = batch
@@ -201,7 +201,7 @@ def check_augmentation(c: _Check, aug, batch: Batch, epoch: int = 1) -> Batch:
     return out
 
 
-def _augment_once(c: _Check, aug, batch: Batch, ctx: AugmentContext) -> Batch:
+def _augment_once(c: Checker, aug, batch: Batch, ctx: AugmentContext) -> Batch:
     mode = f"training={ctx.training}"
     out = c.call("__call__", aug, batch, ctx)
     if not isinstance(out, Batch):
@@ -238,7 +238,7 @@ def check_model(model, augmentations: Sequence, batch: Batch, who: dict[str, str
     mode = model.training
     try:
         for i, aug in enumerate(augmentations):
-            c = _Check(f"model.augmentations.{i}: {who[f'augmentations.{i}']}")
+            c = Checker(f"model.augmentations.{i}: {who[f'augmentations.{i}']}")
             problem = c.call("check", aug.check, sizes)
             if problem is not None and not isinstance(problem, str):
                 c.fail(f"check returned {_describe(problem)}, expected a string or None")
@@ -256,24 +256,24 @@ def _check_model_forward(model, batch: Batch, who: dict[str, str]) -> None:
     model.train(True)
     p = float(model.dropout_rate)
     with torch.no_grad():
-        y = check_readin(_Check(f"model.readin: {who['readin']}"), model.readins[session], batch.encod)
-        enc = check_encoder(_Check(f"model.encoder: {who['encoder']}"), model.encoder, y, shape.t_out, p)
-        c = _Check(f"model.generator: {who['generator']}")
+        y = check_readin(Checker(f"model.readin: {who['readin']}"), model.readins[session], batch.encod)
+        enc = check_encoder(Checker(f"model.encoder: {who['encoder']}"), model.encoder, y, shape.t_out, p)
+        c = Checker(f"model.generator: {who['generator']}")
         gen = check_generator(c, model.generator, enc.ic_mean, enc.ci, batch.ext, shape.t_out, p)
         rep = enc.ic_mean.repeat_interleave(2, dim=0)
         check_generator(c, model.generator, rep, enc.ci, batch.ext, shape.t_out, p, repeats=2)
         recon = model.reconstructions[session]
         n_out = shape.n_out * recon.n_params
-        raw = check_readout(_Check(f"model.readout: {who['readout']}"), model.readouts[session],
+        raw = check_readout(Checker(f"model.readout: {who['readout']}"), model.readouts[session],
                             gen.factors, n_out)
         params = raw.view(*raw.shape[:-1], shape.n_out, recon.n_params)
-        check_reconstruction(_Check(f"model.reconstruction: {who['reconstruction']}"), recon,
+        check_reconstruction(Checker(f"model.reconstruction: {who['reconstruction']}"), recon,
                              params, batch.recon, batch.loss_mask)
-        check_prior(_Check(f"model.ic_prior: {who['ic_prior']}"), model.ic_prior, enc.ic_mean, enc.ic_std)
+        check_prior(Checker(f"model.ic_prior: {who['ic_prior']}"), model.ic_prior, enc.ic_mean, enc.ic_std)
         if model.co_prior is not None and gen.co_means is not None:
-            check_prior(_Check(f"model.co_prior: {who['co_prior']}"), model.co_prior,
+            check_prior(Checker(f"model.co_prior: {who['co_prior']}"), model.co_prior,
                         gen.co_means, gen.co_stds)
-    c = _Check("model")
+    c = Checker("model")
     out = c.call("forward", model, batch.encod, session=session, ext=batch.ext, sample=True)
     terms = c.call("losses", model.losses, out, batch)
     total = sum(v.reshape(()) for v in terms.values())
@@ -302,7 +302,7 @@ def component_problems(kind: str, cls: type, config: Any = None) -> list[str]:
         except Exception as exc:  # noqa: BLE001
             return [f"cannot build {cls.__name__}.Config() with its defaults to check it "
                     f"({type(exc).__name__}: {exc}); pass a config"]
-    c = _Check(cls.__name__)
+    c = Checker(cls.__name__)
     rng = torch.get_rng_state()
     torch.manual_seed(0)
     try:

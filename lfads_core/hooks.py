@@ -122,6 +122,9 @@ class Provided:
     problem: Optional[str] = None
 
 
+_BUILTINS_NAME = "lfads-core builtins"
+
+
 class _Builtins:
     """The core's own synthetic datasets, provided through the same hook as plugins'."""
 
@@ -152,16 +155,14 @@ class _Builtins:
 def _manager() -> tuple[pluggy.PluginManager, tuple[dict, ...], tuple[str, ...]]:
     pm = pluggy.PluginManager("lfads")
     pm.add_hookspecs(HookSpecs)
-    pm.register(_Builtins, name="lfads-core (lfads-core)")
+    pm.register(_Builtins, name=_BUILTINS_NAME)
     rows = []
     for ep in metadata.entry_points(group="lfads"):
         dist, version = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "?")
         row = {"kind": "hooks", "name": ep.name, "distribution": dist, "version": version,
                "target": ep.value, "status": "ok"}
         try:
-            plugin = ep.load()
-            pm.register(plugin, name=f"{ep.name} ({dist})")
-            _DISTS[id(plugin)] = (dist, version)
+            pm.register(ep.load(), name=f"{ep.name} ({dist})")
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the run down
             row["status"] = f"error: hook plugin '{ep.name}' from {dist} {version} failed to load: " \
                             f"{type(exc).__name__}: {exc}"
@@ -190,59 +191,69 @@ def hook():
     return pm.hook
 
 
-_DISTS: dict[int, tuple[str, str]] = {id(_Builtins): ("lfads-core", "0.1.0")}
-
-
-def _provided(hook_name: str, builtins: tuple[str, ...] = (), core_wins: bool = False
-              ) -> dict[str, list[Provided]]:
-    """Everything the implementations of ``hook_name`` return, by name, with its distribution.
-    A hook implementation that raises or returns something else is reported, not fatal."""
-    pm = _manager()[0]
+def _provided(hook_name: str) -> tuple[dict[str, list[Provided]], tuple[str, ...]]:
+    """Everything the implementations of ``hook_name`` return, by name, with its distribution,
+    and the problems of implementations that raised or returned something else (reported, not
+    fatal). Names of lfads-core (its built-in commands and synthetic datasets) cannot be taken."""
+    pm, rows, _ = _manager()
+    dists = {f"{r['name']} ({r['distribution']})": (r["distribution"], r["version"]) for r in rows}
+    dists[_BUILTINS_NAME] = ("lfads-core", _core_version())
+    commands_hook = hook_name == "lfads_commands"
+    expected = Command if commands_hook else SynthDataset
     found: dict[str, list[Provided]] = {}
+    errors = []
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        dist, version = _DISTS.get(id(impl.plugin), ("?", "?"))
-        kind = "Command" if hook_name == "lfads_commands" else "SynthDataset"
+        dist, version = dists.get(impl.plugin_name, ("?", "?"))
         try:
             items = list(impl.function() or [])
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
-            _HOOK_ERRORS.append(f"{hook_name} of {dist} {version} failed: {type(exc).__name__}: {exc}")
+            errors.append(f"{hook_name} of {dist} {version} failed: {type(exc).__name__}: {exc}")
             continue
         for item in items:
-            expected = Command if kind == "Command" else SynthDataset
             if not isinstance(item, expected) or not _NAME.match(getattr(item, "name", "") or ""):
-                _HOOK_ERRORS.append(f"{hook_name} of {dist} {version} returned {item!r}; expected "
-                                    f"lfads_core.{kind} objects with a lower-case name")
+                errors.append(f"{hook_name} of {dist} {version} returned {item!r}; expected "
+                              f"lfads_core.{expected.__name__} objects with a lower-case name")
                 continue
             found.setdefault(item.name, []).append(Provided(item, dist, version))
+    core = set(BUILTIN_COMMANDS) if commands_hook else {
+        name for name, items in found.items() if any(p.dist == "lfads-core" for p in items)}
+    taken = "a built-in command of lfads-run" if commands_hook else "a synthetic dataset of lfads-core"
     for name, items in found.items():
-        if name in builtins:
-            found[name] = [attrs.evolve(p, problem=f"'{name}' is a built-in command of lfads-run")
-                           for p in items]
-        elif core_wins and len(items) > 1 and any(p.dist == "lfads-core" for p in items):
-            found[name] = sorted((p if p.dist == "lfads-core" else attrs.evolve(
-                p, problem=f"'{name}' is a synthetic dataset of lfads-core") for p in items),
-                key=lambda p: p.problem is not None)
+        if name in core:  # the core's own stays usable, listed first
+            found[name] = sorted((p if p.dist == "lfads-core" else
+                                  attrs.evolve(p, problem=f"'{name}' is {taken}") for p in items),
+                                 key=lambda p: p.problem is not None)
         elif len(items) > 1:
             who = " and ".join(f"{p.dist} {p.version}" for p in items)
             found[name] = [attrs.evolve(p, problem=f"'{name}' is provided by several distributions: "
                                         f"{who}") for p in items]
-    return dict(sorted(found.items()))
-
-
-_HOOK_ERRORS: list[str] = []
+    return dict(sorted(found.items())), tuple(errors)
 
 
 @functools.cache
+def _collected(hook_name: str) -> tuple[dict[str, list[Provided]], tuple[str, ...]]:
+    return _provided(hook_name)
+
+
 def commands() -> dict[str, list[Provided]]:
     """Plugin subcommands by name (a list of more than one entry, or one with a ``problem``,
     means the name cannot be used)."""
-    return _provided("lfads_commands", BUILTIN_COMMANDS)
+    return _collected("lfads_commands")[0]
 
 
-@functools.cache
 def synth_datasets() -> dict[str, list[Provided]]:
     """Synthetic datasets (the core's and plugins') by name."""
-    return _provided("lfads_synth_datasets", core_wins=True)
+    return _collected("lfads_synth_datasets")[0]
+
+
+def _hook_errors() -> list[str]:
+    return [e for name in ("lfads_commands", "lfads_synth_datasets") for e in _collected(name)[1]]
+
+
+def _core_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def listing() -> list[dict]:
@@ -254,7 +265,7 @@ def listing() -> list[dict]:
             for p in items:
                 rows.append({"kind": kind, "name": name, "distribution": p.dist, "version": p.version,
                              "target": "", "status": f"error: {p.problem}" if p.problem else "ok"})
-    for problem in _HOOK_ERRORS:  # a hook implementation that raised or returned something else
+    for problem in _hook_errors():  # a hook implementation that raised or returned something else
         rows.append({"kind": "hooks", "name": problem.split(" ", 1)[0], "distribution": "",
                      "version": "", "target": "", "status": f"error: {problem}"})
     return rows
@@ -263,11 +274,9 @@ def listing() -> list[dict]:
 def clear_cache() -> None:
     """Forget loaded hook plugins (after installing one at run time; tests)."""
     _manager.cache_clear()
-    commands.cache_clear()
-    synth_datasets.cache_clear()
-    _HOOK_ERRORS.clear()
+    _collected.cache_clear()
 
 
 def load_errors() -> list[str]:
     """Problems of hook plugins: failed imports, and hook implementations that raised."""
-    return [r["status"][len("error: "):] for r in _manager()[1] if r["status"] != "ok"] + list(_HOOK_ERRORS)
+    return [r["status"][len("error: "):] for r in _manager()[1] if r["status"] != "ok"] + _hook_errors()

@@ -230,7 +230,7 @@ CASES = {
                                  "mean returned shape [3, 10, 5, 1], expected [3, 10, 5]")),
     "init_params of the wrong shape": (["model.reconstruction={name: wrong_init}"],
                                        ("reconstruction 'wrong_init' from lfads-bad 0.1",
-                                        "init_params returned (5,), expected [5, 1]")),
+                                        "init_params returned shape [5], expected [5, 1]")),
     "augmentation on the global RNG": (["model.augmentations=[{name: global_rng}]"],
                                        ("model.augmentations.0: augmentation 'global_rng' from lfads-bad 0.1",
                                         "ctx.generator")),
@@ -541,3 +541,22 @@ def test_trainer_takes_any_batch_source():
     c, _ = _trainer()
     c.train_batches = twice = Twice(c.train_batches)
     assert c.run_epoch() is not None and twice.calls == 1
+
+
+def test_a_value_a_synth_generator_refuses_is_one_line(tmp_path, capsys):
+    """A generator's ValueError is a one-line error, not a traceback, for the core's datasets and
+    plugins' alike (the core catches it; plugins need not)."""
+    import lfads_core.hooks as h
+
+    def refuse(seed):
+        raise ValueError("n_bins must be positive, got 0")
+
+    provided = h.synth_datasets()["rnn"][0]
+    object.__setattr__(provided.item, "make", refuse)
+    try:
+        assert cli.main(["synth", "rnn", "--out", str(tmp_path / "r.h5")]) == 2
+    finally:
+        h.clear_cache()
+    err = capsys.readouterr().err
+    assert err == "error: synth rnn: n_bins must be positive, got 0\n"
+    assert not (tmp_path / "r.h5").exists()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import torch
 
 from .. import registry
-from ..conformance import ComponentError
+from ..conformance import Checker, check_init_params
 from ..data.stats import DataStats
 from ..errors import SpecError
 from ..spec.schema import ModelSpec
@@ -35,13 +34,9 @@ def build_model(spec: ModelSpec, sessions: Sequence[SessionShape],
     readouts = [cls(spec.readout)(spec.readout.config, in_dim=generator.fac_dim,
                                   out_dim=s.n_out * r.n_params) for s, r in zip(sessions, recons)]
     if stats is not None:
+        who = registry.lookup("reconstruction", spec.reconstruction.name).who
         for readout, recon, st, s in zip(readouts, recons, stats, sessions):
-            bias = recon.init_params(st)
-            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (s.n_out, recon.n_params):
-                got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
-                raise ComponentError(f"model.reconstruction: {registry.lookup('reconstruction', spec.reconstruction.name).who}: "
-                                     f"init_params returned {got}, expected [{s.n_out}, {recon.n_params}] (readout bias [N, P])")
-            readout.init_bias(bias)
+            readout.init_bias(check_init_params(Checker(f"model.reconstruction: {who}"), recon, st, s.n_out))
     ic_prior = cls(spec.ic_prior)(spec.ic_prior.config, shape=(encoder.ic_dim,))
     co_prior = None
     if generator.co_dim > 0:

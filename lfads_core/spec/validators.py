@@ -97,11 +97,9 @@ def one_of(*choices):
 
 
 def unit_interval(inclusive_high: bool = False):
-    """0 <= value < 1 (or <= 1 with ``inclusive_high``); NaN fails. Message ``in [0, 1)``."""
-    def validate(_, attribute, value):
-        ok = 0.0 <= value <= 1.0 if inclusive_high else 0.0 <= value < 1.0
-        _check(ok and not _nan(value), attribute, value, "in [0, 1]" if inclusive_high else "in [0, 1)")
-    return validate
+    """0 <= value < 1 (or <= 1 with ``inclusive_high``): ``within(0, 1, ...)``. Message
+    ``in [0, 1)``."""
+    return within(0, 1, high_inclusive=inclusive_high)
 
 
 def finite(_, attribute, value):

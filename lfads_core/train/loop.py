@@ -182,16 +182,17 @@ class Trainer:
             if lr != self.hparams["train.lr"]:
                 self.set_hparams({"train.lr": lr})
         row = {"epoch": self.epoch + 1,  # epochs completed, counted from 1
-               **{f"train_{k}": v for k, v in train.items() if not k.startswith("l2_")},
+               **{f"train_{k.removeprefix('metric_')}": v for k, v in train.items()
+                  if not k.startswith("l2_")},
                "train_l2": self._weighted_l2(train),
                **{f"valid_{k}": valid[k] for k in ("loss", "recon", "kl_ic", "kl_co")},
-               **{f"valid_{k[7:]}": v for k, v in valid.items() if k.startswith("metric_")},
+               **{f"valid_{k.removeprefix('metric_')}": v for k, v in valid.items()
+                  if k.startswith("metric_")},
                "valid_recon_smooth": self.smoothed,
                "lr": self.hparams["train.lr"],
                "kl_ramp": ramp(self.epoch, spec.kl.ramp_epochs),
                "l2_ramp": ramp(self.epoch, spec.l2.ramp_epochs),
                "is_best": int(is_best), "seconds": seconds}
-        row = {(f"train_{k[13:]}" if k.startswith("train_metric_") else k): v for k, v in row.items()}
         self.history.append(row)
         self.epoch += 1
         if self.epoch >= spec.max_epochs:

@@ -150,8 +150,12 @@ def test_cli_bad_options(cli, tmp_path, capsys, option):
 
 
 def test_cli_bad_seed(cli, tmp_path, capsys):
-    assert cli.main(["synth", "emg", "--out", str(tmp_path / "e.h5"), "--seed", "-1"]) == 2
-    assert capsys.readouterr().err.startswith("error: synth emg: ")
+    with pytest.raises(SystemExit) as exc:  # a usage error of argparse: one line, exit code 2
+        cli.main(["synth", "emg", "--out", str(tmp_path / "e.h5"), "--seed", "-1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: lfads-run synth emg: argument --seed") and err.count("\n") == 1
+    assert not (tmp_path / "e.h5").exists()
 
 
 def test_synth_help_lists_emg(cli, capsys):

@@ -75,14 +75,9 @@ def _configure_synth(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_calcium(seed: int, frame_bins: int = 1):
-    from lfads_core.errors import LfadsError
-
     from .synth import make_calcium
 
-    try:
-        return make_calcium(seed=seed, frame_bins=frame_bins)
-    except ValueError as exc:
-        raise LfadsError(f"synth calcium: {exc}") from None
+    return make_calcium(seed=seed, frame_bins=frame_bins)  # a ValueError is a one-line error
 
 
 @hookimpl
