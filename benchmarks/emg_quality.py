@@ -39,7 +39,7 @@ def condition_average(data: h5py.File) -> np.ndarray:
     """The valid trials' estimate from the mean of the training trials of the same condition."""
     train, cond = data["train_recon_data"][()], data["train_conditions"][()]
     means = {c: train[cond == c].mean(axis=0) for c in np.unique(cond)}
-    return np.stack([means[c] for c in data["valid_conditions"][()]])
+    return np.stack([means[c] for c in data["valid_cond"][()]])
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,10 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
   :data:`hookimpl`, :class:`Command`, :class:`SynthDataset`, and the argparse types :func:`positive_int` and
   :func:`positive_float` for their options (:mod:`lfads_core.hooks`);
 - synthetic data to build on: :func:`make_lorenz` (Poisson spikes, true rates and latents);
-- the conformance checks a plugin's tests call: :mod:`lfads_core.conformance` (``assert_conforms``).
+- the conformance checks a plugin's tests call: :mod:`lfads_core.conformance` (``assert_conforms``);
+- data-dependent initialisation of readins/readouts (``init_from_data``): :class:`SessionData`,
+  :class:`InitContext`, :class:`InitCache`; for a plugin's own commands: :func:`load_spec` (a
+  spec file, validated) and :func:`load_session_data` (its sessions' training data).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ _EXPORTS = {
     "DataStats": "data.stats", "Batch": "protocols", "EncoderOutput": "protocols",
     "GeneratorOutput": "protocols", "hookimpl": "hooks", "Command": "hooks",
     "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
-    "positive_float": "hooks",
+    "positive_float": "hooks", "SessionData": "components", "InitContext": "components",
+    "InitCache": "components", "load_spec": "spec.load", "load_session_data": "assembly",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,20 +1,21 @@
 """From a spec to data, model and augmentations, checked: what a run (and later AutoLFADS) builds
-before training. Reads the data file; writes nothing."""
+before training. Reads the data files; writes nothing."""
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from . import registry
-from .components import DataSizes
+from .components import DataSizes, InitCache, InitContext, SessionData
 from .conformance import check_model
 from .data.batches import batches, to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
+from .data.sessions import check_sessions, session_files
 from .data.stats import DataStats
-from .errors import DataError
+from .errors import DataError, LfadsError, PluginError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
 from .spec.schema import Spec
@@ -34,31 +35,35 @@ def session_shape(ds: Dataset) -> SessionShape:
     return SessionShape(n_in=n_in, n_out=n_out, t_in=t_in, t_out=t_out, ext_dim=ext)
 
 
-def load_data(spec: Spec) -> Dataset:
-    """Load the data file and check it against the spec's model (support, NaN, sizes)."""
-    ds = load_dataset(spec.data.path)
-    if spec.data.bin_size_ms is not None:
-        ds.bin_size_ms = spec.data.bin_size_ms
+def load_data(spec: Spec) -> list[Dataset]:
+    """Load every session file of ``data.path`` (one for a plain path) and check it against the
+    spec's model (support, NaN, sizes) and the sessions against each other."""
+    sessions = [load_dataset(path) for path in session_files(spec.data.path)]
+    check_sessions(sessions)
     model = spec.model
     recon_cls = registry.load("reconstruction", model.reconstruction.name)
-    recon = recon_cls(model.reconstruction.config, n_channels=ds.shape[1])
     allow_nan = any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
                     for a in model.augmentations)
-    ds.notes = check_support(ds, recon, allow_nan, model.reconstruction.name)
-    t_in = ds.shape[2]
+    for ds in sessions:
+        if spec.data.bin_size_ms is not None:
+            ds.bin_size_ms = spec.data.bin_size_ms
+        recon = recon_cls(model.reconstruction.config, n_channels=ds.shape[1])
+        ds.notes = check_support(ds, recon, allow_nan, model.reconstruction.name)
+    t_in = sessions[0].shape[2]
     enc = model.encoder.config
     for field in ("ci_lag", "ic_enc_seq_len"):
         value = getattr(enc, field, None)
         if value is not None and value >= t_in + (field == "ic_enc_seq_len"):
             raise DataError(f"model.encoder.{field}: {value} does not fit the data's {t_in} "
-                            f"encoder bins ({spec.data.path})")
-    sizes = data_sizes(ds)
-    for i, aug in enumerate(model.augmentations):
-        cls = registry.load("augmentation", aug.name)
-        problem = cls.check(cls(aug.config), sizes)
-        if problem:
-            raise DataError(f"model.augmentations.{i} ({aug.name}): {problem} ({spec.data.path})")
-    return ds
+                            f"encoder bins ({sessions[0].path})")
+    for ds in sessions:
+        sizes = data_sizes(ds)
+        for i, aug in enumerate(model.augmentations):
+            cls = registry.load("augmentation", aug.name)
+            problem = cls.check(cls(aug.config), sizes)
+            if problem:
+                raise DataError(f"model.augmentations.{i} ({aug.name}): {problem} ({ds.path})")
+    return sessions
 
 
 def data_sizes(ds: Dataset) -> DataSizes:
@@ -67,21 +72,52 @@ def data_sizes(ds: Dataset) -> DataSizes:
                      n_train=ds.train.n_trials)
 
 
-def make_model(spec: Spec, ds: Dataset) -> tuple[LFADS, list]:
-    """The model (readout biases from the training data's statistics) and the augmentations."""
+def session_data(sessions: Sequence[Dataset]) -> list[SessionData]:
+    """What data-dependent initialisation sees of each session: its training data."""
+    return [SessionData(name=ds.name, encod=ds.train.encod, recon=ds.train.recon,
+                        cond=ds.train.cond, stats=DataStats.from_array(ds.train.recon),
+                        bin_size_ms=ds.bin_size_ms) for ds in sessions]
+
+
+def load_session_data(spec: Spec) -> list[SessionData]:
+    """Every session's training data as a run sees it (loaded and checked like a run's): for a
+    plugin's own commands, e.g. ``lfads-run pcr SPEC``."""
+    return session_data(load_data(spec))
+
+
+def make_model(spec: Spec, sessions: Sequence[Dataset], cache: Optional[InitCache] = None
+               ) -> tuple[LFADS, list]:
+    """The model and the augmentations. Readout biases start from each session's training data
+    (the reconstruction's ``init_params``); then the readin and readout classes initialise
+    themselves from the data (``init_from_data``, e.g. PCR), with results kept in ``cache``."""
     torch.manual_seed(spec.train.seed)
-    model = build_model(spec.model, [session_shape(ds)], [DataStats.from_array(ds.train.recon)])
+    data = session_data(sessions)
+    model = build_model(spec.model, [session_shape(ds) for ds in sessions], [d.stats for d in data])
+    ctx = InitContext(sessions=data, reconstructions=list(model.reconstructions),
+                      cache=cache if cache is not None else InitCache())
+    for key, modules in (("readin", model.readins), ("readout", model.readouts)):
+        comp = getattr(spec.model, key)
+        try:
+            type(modules[0]).init_from_data(list(modules), ctx)
+        except LfadsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure: one line naming it
+            who = registry.lookup(comp.kind, comp.name).who
+            raise PluginError(f"model.{key}: {who}: init_from_data failed: "
+                              f"{type(exc).__name__}: {exc}") from None
     return model, build_augmentations(spec.model)
 
 
-def check_components(spec: Spec, ds: Dataset, model: LFADS, augs: list) -> None:
-    """A few training trials through every component with checked output shapes, then the loss
-    and its gradients: a component that breaks its contract is a one-line error naming it."""
+def check_components(spec: Spec, sessions: Sequence[Dataset], model: LFADS, augs: list) -> None:
+    """A few training trials of every session through every component with checked output
+    shapes, then the loss and its gradients: a component that breaks its contract is a one-line
+    error naming it."""
     m = spec.model
     who = {key: registry.lookup(getattr(m, key).kind, getattr(m, key).name).who
            for key in ("readin", "encoder", "generator", "readout", "reconstruction", "ic_prior",
                        "co_prior")}
     who.update({f"augmentations.{i}": registry.lookup("augmentation", a.name).who
                 for i, a in enumerate(m.augmentations)})
-    batch = next(batches(to_tensors(ds.train), min(3, ds.train.n_trials)))
-    check_model(model, augs, batch, who, data_sizes(ds))
+    for i, ds in enumerate(sessions):
+        batch = next(batches(to_tensors(ds.train, session=i), min(3, ds.train.n_trials)))
+        check_model(model, augs, batch, who, data_sizes(ds))

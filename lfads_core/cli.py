@@ -104,28 +104,37 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
 
 def _validate(args) -> None:
     from . import hooks, run
+    from .data.sessions import is_multisession
+
     from .spec.load import load_spec
 
     spec = load_spec(args.spec, args.overrides, args.out)
     hooks.hook()  # a misspelt hook of an installed hook plugin is an error here too
-    ds = run.load_data(spec)
-    model, augs = run.make_model(spec, ds)
-    run.check_components(spec, ds, model, augs)
-    n_in, n_out, t_in, t_out, ext = ds.shape
+    sessions = run.load_data(spec)
+    model, augs = run.make_model(spec, sessions)
+    run.check_components(spec, sessions, model, augs)
+    first = sessions[0]
+    n_in, n_out, t_in, t_out, ext = first.shape
     m = spec.model
     print(f"spec ok: {args.spec}")
-    print(f"data: {ds.path}")
-    for name, split in ds.splits.items():
-        recon = "" if split.recon is None else f", recon {split.recon.shape[1]} bins x {split.recon.shape[2]} ch"
-        print(f"  {name}: {split.n_trials} trials, encod {split.encod.shape[1]} bins x "
-              f"{split.encod.shape[2]} ch{recon}" + (", truth" if split.truth is not None else ""))
-    print(f"external inputs: {ext}" + (f"; bin size {ds.bin_size_ms} ms" if ds.bin_size_ms else ""))
+    if is_multisession(spec.data.path):
+        print(f"data: {len(sessions)} sessions of {t_in} encoder / {t_out} reconstruction bins "
+              f"(data.path {spec.data.path}; training batches weighted by "
+              f"data.session_weights: {spec.data.session_weights})")
+    for ds in sessions:
+        print(f"{'session ' + ds.name + ': ' if is_multisession(spec.data.path) else 'data: '}{ds.path}")
+        for name, split in ds.splits.items():
+            recon = "" if split.recon is None else f", recon {split.recon.shape[1]} bins x {split.recon.shape[2]} ch"
+            print(f"  {name}: {split.n_trials} trials, encod {split.encod.shape[1]} bins x "
+                  f"{split.encod.shape[2]} ch{recon}" + (", truth" if split.truth is not None else "")
+                  + (", conditions" if split.cond is not None else ""))
+    print(f"external inputs: {ext}" + (f"; bin size {first.bin_size_ms} ms" if first.bin_size_ms else ""))
     print("components: " + ", ".join(f"{k} {getattr(m, k).name}" for k in
                                      ("readin", "encoder", "generator", "readout", "reconstruction",
                                       "ic_prior", "co_prior")))
     recon = model.reconstructions[0]
-    applies = (["rate_r2 (with truth)"] if ds.train.truth is not None else []) + list(recon.metrics) \
-        + (["latent_r2 (with latents)"] if ds.train.latents is not None else [])
+    applies = (["rate_r2 (with truth)"] if first.train.truth is not None else []) + list(recon.metrics) \
+        + (["latent_r2 (with latents)"] if first.train.latents is not None else [])
     applies = ", ".join(applies) or "none"
     print(f"reconstruction {m.reconstruction.name}: data {recon.support}; output in {recon.units}; "
           f"summary metrics: {applies}")
@@ -134,8 +143,9 @@ def _validate(args) -> None:
     ctrl = "on" if model.generator.co_dim > 0 else "off (autonomous)"
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
     print(f"output: {spec.output}")
-    for note in ds.notes:
-        print(f"note: {note}")
+    for ds in sessions:
+        for note in ds.notes:
+            print(f"note: {note}")
 
 
 def _plugins(args) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,61 @@ from .data.stats import DataStats
 from .protocols import Batch, EncoderOutput, GeneratorOutput
 
 __all__ = ["Readin", "Encoder", "Generator", "Readout", "Prior", "Reconstruction", "Augmentation",
-           "AugmentContext", "DataSizes", "DataStats", "BASES"]
+           "AugmentContext", "DataSizes", "DataStats", "SessionData", "InitContext", "InitCache",
+           "BASES"]
+
+
+# -- data-dependent initialisation of readins and readouts -----------------------------------
+@dataclasses.dataclass(frozen=True)
+class SessionData:
+    """One session's training data, for :meth:`Readin.init_from_data` and
+    :meth:`Readout.init_from_data` (e.g. PCR initialisation of stitched models).
+
+    ``name``: the session file's stem. ``encod`` [n, T_e, N_in] and ``recon`` [n, T_r, N]:
+    float32, NaN where unobserved. ``cond`` [n] integer condition labels (the file's
+    ``train_cond``), or None. ``stats``: per-channel statistics of ``recon``.
+    """
+
+    name: str
+    encod: np.ndarray
+    recon: np.ndarray
+    cond: Optional[np.ndarray]
+    stats: DataStats
+    bin_size_ms: Optional[float] = None
+
+
+class InitCache:
+    """Results of data-dependent initialisation, kept across the starts of a run.
+
+    ``get(key, compute)`` returns ``compute()`` (a dict of numpy arrays) the first time and the
+    stored arrays afterwards. The core fills the cache from the run directory before the model is
+    built and writes new entries there afterwards (``init/<key>.npz``), tagged with a fingerprint
+    of the data files: entries of other data are ignored. Name keys after everything the result
+    depends on besides the data (e.g. ``"pcr-k40-smooth2"``); letters, digits, ``.-_`` only.
+    """
+
+    def __init__(self, entries: Optional[dict[str, dict[str, np.ndarray]]] = None):
+        self.entries: dict[str, dict[str, np.ndarray]] = dict(entries or {})
+        self.new: set[str] = set()
+
+    def get(self, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if not key or not all(ch.isalnum() or ch in ".-_" for ch in key):
+            raise ValueError(f"InitCache key {key!r}: letters, digits and .-_ only")
+        if key not in self.entries:
+            self.entries[key] = {k: np.asarray(v) for k, v in compute().items()}
+            self.new.add(key)
+        return self.entries[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class InitContext:
+    """What :meth:`Readin.init_from_data` and :meth:`Readout.init_from_data` get: every
+    session's training data, each session's reconstruction (after ``init_params``) and the
+    run's :class:`InitCache`."""
+
+    sessions: Sequence[SessionData]
+    reconstructions: Sequence["Reconstruction"]
+    cache: InitCache
 
 
 class Readin(nn.Module, abc.ABC):
@@ -38,6 +92,13 @@ class Readin(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, x: Tensor) -> Tensor:
         """``x`` [B, T, N_in] -> [B, T, D]."""
+
+    @classmethod
+    def init_from_data(cls, readins: Sequence["Readin"], ctx: InitContext) -> None:
+        """Set the starting weights of every session's readin from the training data, once per
+        run before training (a resumed run then loads its checkpoint). ``readins[i]`` belongs to
+        ``ctx.sessions[i]``; all come at once because a shared space (PCR) needs every session.
+        Default: nothing."""
 
 
 class Encoder(nn.Module, abc.ABC):
@@ -99,6 +160,12 @@ class Readout(nn.Module, abc.ABC):
     def init_bias(self, bias: Tensor) -> None:
         """Start the output at ``bias`` [N, P] (the reconstruction's ``init_params``). Default:
         ignored (the readout has no bias)."""
+
+    @classmethod
+    def init_from_data(cls, readouts: Sequence["Readout"], ctx: InitContext) -> None:
+        """Like :meth:`Readin.init_from_data`, after the readins' and after ``init_bias``;
+        ``ctx.reconstructions[i]`` is the reconstruction of ``readouts[i]`` (to map a start in
+        data units into its parameters). Default: nothing."""
 
 
 class Prior(nn.Module, abc.ABC):

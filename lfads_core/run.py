@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from . import hooks
 from .assembly import (check_components, data_sizes, load_data, make_model,
                        session_shape, set_threads)
-from .data.batches import to_tensors
+from .data.batches import SessionBatches, to_tensors
+from .data.h5 import Dataset
+from .data.sessions import fingerprint
 from .errors import DataError
+from .model.lfads import LFADS
 from .output.results import OUTPUT_FILE, load_best, sample, write_outputs
-from .rundir import SPEC_FILE, prepare_run_dir, write_metrics
+from .rundir import (SPEC_FILE, prepare_run_dir, read_init_cache, write_init_cache,
+                     write_metrics)
 from .spec.schema import Spec
 from .train.checkpoint import load_checkpoint, save_checkpoint
 from .train.loop import Trainer
@@ -63,31 +67,35 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     """Train (or resume) the run of ``spec``, then sample and write outputs. Returns the run dir."""
     threads = set_threads(spec.train.threads)
     hooks.hook()  # a misspelt hook in a hook plugin is an error before anything is written
-    ds = load_data(spec)
-    model, augs = make_model(spec, ds)
-    check_components(spec, ds, model, augs)
+    sessions = load_data(spec)
+    print_ = fingerprint([ds.path for ds in sessions])
+    cache = read_init_cache(Path(spec.output), print_)
+    model, augs = make_model(spec, sessions, cache)
+    check_components(spec, sessions, model, augs)
     run_dir = prepare_run_dir(spec, force, log)
+    write_init_cache(run_dir, cache, print_)
     ckpt_dir = run_dir / "checkpoints"
-    trainer = Trainer(model, augs, to_tensors(ds.train), to_tensors(ds.valid), spec.train,
-                      spec.data.batch_size, log=log)
+    trainer = Trainer(model, augs, training_batches(spec, sessions, "train"),
+                      training_batches(spec, sessions, "valid"), spec.train, log=log)
+    names = [ds.name for ds in sessions]
     last = ckpt_dir / "last.pt"
     if last.exists():
         state = load_checkpoint(last)
-        if state.get("sessions") != [vars(s) for s in model.sessions]:
-            raise DataError(f"{spec.data.path}: data sizes {vars(model.sessions[0])} differ from the "
-                            f"checkpoint's {state.get('sessions')} in {run_dir}")
+        check_resume(state, model, names, run_dir, spec)
         trainer.load_state_dict(state["trainer"])
         log(f"resuming {run_dir} at epoch {trainer.epoch}")
-    n_train, n_valid = ds.train.n_trials, ds.valid.n_trials
-    log(f"training on {n_train} trials, validating on {n_valid} ({threads} threads); run dir {run_dir}")
+    log(f"training on {_trials(sessions, 'train')}, validating on {_trials(sessions, 'valid')} "
+        f"({threads} threads); run dir {run_dir}")
     for problem in hooks.load_errors():
         log(f"warning: {problem}")
-    for note in ds.notes:
-        log(f"note: {note}")
+    for ds in sessions:
+        for note in ds.notes:
+            log(f"note: {note}")
     progress = Progress(spec.train.max_epochs, trainer.epoch)
 
     def on_epoch_end(tr: Trainer, row: dict) -> None:
-        state = {"trainer": tr.state_dict(), "sessions": [vars(s) for s in tr.model.sessions]}
+        state = {"trainer": tr.state_dict(), "sessions": [vars(s) for s in tr.model.sessions],
+                 "session_names": names}
         if row["is_best"]:
             save_checkpoint(ckpt_dir / "best.pt", {"model": tr.model.state_dict(), "epoch": row["epoch"],
                                                    "valid_recon_smooth": row["valid_recon_smooth"]})
@@ -103,5 +111,34 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         progress.close()
     if trainer.stop_reason:
         log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch}")
-    write_outputs(run_dir, spec, ds, model, log)
+    write_outputs(run_dir, spec, sessions, model, log)
     return run_dir
+
+
+def training_batches(spec: Spec, sessions: Sequence[Dataset], split: str) -> SessionBatches:
+    """The batches of one split of every session (training: sessions weighted by
+    ``data.session_weights``; validation: every trial once)."""
+    return SessionBatches([to_tensors(ds.splits[split], session=i) for i, ds in enumerate(sessions)],
+                          spec.data.batch_size, spec.data.session_weights)
+
+
+def check_resume(state: dict, model: LFADS, names: list[str], run_dir: Path, spec: Spec) -> None:
+    """The checkpoint must be of the same sessions, with the same sizes."""
+    saved_names = state.get("session_names", names)
+    if saved_names != names:
+        raise DataError(f"data.path: the sessions {', '.join(names)} differ from the "
+                        f"checkpoint's {', '.join(saved_names)} in {run_dir}; use another --out")
+    shapes = [vars(s) for s in model.sessions]
+    if state.get("sessions") != shapes:
+        for name, old, new in zip(names, state.get("sessions") or [], shapes):
+            if old != new:
+                raise DataError(f"{spec.data.path if len(names) == 1 else name}: data sizes {new} "
+                                f"differ from the checkpoint's {old} in {run_dir}")
+        raise DataError(f"{spec.data.path}: data sizes differ from the checkpoint's in {run_dir}")
+
+
+def _trials(sessions: Sequence[Dataset], split: str) -> str:
+    n = [ds.splits[split].n_trials for ds in sessions]
+    if len(n) == 1:
+        return f"{n[0]} trials"
+    return f"{sum(n)} trials of {len(n)} sessions ({', '.join(map(str, n))})"

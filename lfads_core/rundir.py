@@ -1,5 +1,6 @@
-"""The run directory: the resolved spec (and the resume policy when one is there), metrics.csv.
-Checkpoints are written by :mod:`lfads_core.train.checkpoint`."""
+"""The run directory: the resolved spec (and the resume policy when one is there), metrics.csv,
+the data-dependent initialisation cache (``init/``). Checkpoints are written by
+:mod:`lfads_core.train.checkpoint`."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import yaml
 
+from .components import InitCache
 from .errors import RunDirError
 from .spec.load import dump_spec, spec_to_dict
 from .spec.schema import Spec
-from .train.checkpoint import atomic_write_text
+from .train.checkpoint import atomic_write_bytes, atomic_write_text
 
 SPEC_FILE = "spec.yaml"
+INIT_DIR = "init"  # InitCache entries: <key>.npz, tagged with the data's fingerprint
 # Spec fields that may differ when a run is resumed.
 RESUMABLE = {("output",), ("train", "max_epochs"), ("train", "threads"), ("sampling",),
              ("train", "early_stopping", "patience")}
@@ -93,3 +97,26 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buf.getvalue())
+
+
+def read_init_cache(run_dir: Path, fingerprint: str) -> InitCache:
+    """The cached initialisation results of an earlier start on the same data files (read only;
+    entries of other data or unreadable ones are ignored and computed again)."""
+    entries = {}
+    for path in sorted((Path(run_dir) / INIT_DIR).glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["__fingerprint__"]) == fingerprint:
+                    entries[path.stem] = {k: f[k] for k in f.files if k != "__fingerprint__"}
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never an error
+            continue
+    return InitCache(entries)
+
+
+def write_init_cache(run_dir: Path, cache: InitCache, fingerprint: str) -> None:
+    """Write the entries computed in this start (atomically, one file per key)."""
+    for key in sorted(cache.new):
+        buf = io.BytesIO()
+        np.savez(buf, __fingerprint__=np.asarray(fingerprint), **cache.entries[key])
+        atomic_write_bytes(Path(run_dir) / INIT_DIR / f"{key}.npz", buf.getvalue())
+    cache.new.clear()

@@ -285,7 +285,7 @@ def test_lorenz_sessions_share_latents_with_their_own_neurons_and_conditions():
     latent_of = {}
     for s in sessions:
         for split in ("train", "valid"):
-            for cond, lat in zip(s[f"{split}_conditions"], s[f"{split}_latents"]):
+            for cond, lat in zip(s[f"{split}_cond"], s[f"{split}_latents"]):
                 if cond in latent_of:
                     np.testing.assert_array_equal(latent_of[cond], lat)
                 latent_of[cond] = lat

@@ -63,9 +63,57 @@ def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Genera
     n = data.n_trials
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        mask = data.mask[idx]
-        yield Batch(encod=data.encod[idx], recon=data.recon[idx], loss_mask=mask,
-                    grad_mask=torch.ones_like(mask, dtype=torch.bool),
-                    ext=data.ext[idx] if data.ext is not None else None,
-                    session=data.session, index=idx)
+        yield _batch(data, order[start:start + batch_size])
+
+
+@dataclasses.dataclass
+class SessionBatches:
+    """The batches of several sessions' splits: each batch holds ``batch_size`` trials of one
+    session (readins differ per session); the epoch's batches come in a random order.
+
+    Training (a ``generator``): ``weights="trials"`` visits every trial of every session once
+    per epoch, so sessions count in proportion to their trials; ``weights="equal"`` gives every
+    session the same number of batches (the epoch's total stays that of "trials"): a small
+    session goes round its trials more than once (a new permutation each round; a round's last
+    batch may be smaller), a large session shows a random part of its trials. Validation (no generator): every trial of every
+    session exactly once, session by session, in order. One session: as :class:`SplitBatches`.
+    """
+
+    data: list[TensorSplit]
+    batch_size: int
+    weights: str = "trials"
+
+    def n_batches(self) -> list[int]:
+        """Batches per session in one training epoch."""
+        own = [-(-d.n_trials // self.batch_size) for d in self.data]
+        if self.weights == "trials" or len(self.data) == 1:
+            return own
+        total, k = sum(own), len(self.data)
+        return [total // k + (i < total % k) for i in range(k)]
+
+    def __call__(self, generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+        if len(self.data) == 1:
+            return batches(self.data[0], self.batch_size, generator)
+        if generator is None:
+            return (b for d in self.data for b in batches(d, self.batch_size))
+        return self._training(generator)
+
+    def _training(self, generator: torch.Generator) -> Iterator[Batch]:
+        plan = []  # (session, trial indices)
+        for s, (d, count) in enumerate(zip(self.data, self.n_batches())):
+            own = []
+            while len(own) < count:  # rounds through the session: one permutation each
+                order = torch.randperm(d.n_trials, generator=generator)
+                own += [order[i:i + self.batch_size] for i in range(0, d.n_trials, self.batch_size)]
+            plan += [(s, idx) for idx in own[:count]]
+        for j in torch.randperm(len(plan), generator=generator).tolist():
+            s, idx = plan[j]
+            yield _batch(self.data[s], idx)
+
+
+def _batch(data: TensorSplit, idx: Tensor) -> Batch:
+    mask = data.mask[idx]
+    return Batch(encod=data.encod[idx], recon=data.recon[idx], loss_mask=mask,
+                 grad_mask=torch.ones_like(mask, dtype=torch.bool),
+                 ext=data.ext[idx] if data.ext is not None else None,
+                 session=data.session, index=idx)

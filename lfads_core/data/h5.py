@@ -26,6 +26,7 @@ class Split:
     inds: Optional[np.ndarray] = None  # [n] trial indices in the original order
     truth_factor: float = 1.0  # the file's conversion_factor for truth
     latents: Optional[np.ndarray] = None  # [n, T_r, L] true latent states (synthetic data)
+    cond: Optional[np.ndarray] = None  # [n] integer condition labels ({split}_cond)
 
     @property
     def n_trials(self) -> int:
@@ -38,6 +39,11 @@ class Dataset:
     splits: dict[str, Split]
     bin_size_ms: Optional[float] = None
     notes: list = dataclasses.field(default_factory=list)  # the reconstruction's data notes
+
+    @property
+    def name(self) -> str:
+        """The session's name: the file's stem."""
+        return os.path.splitext(os.path.basename(self.path))[0]
 
     @property
     def train(self) -> Split:
@@ -60,6 +66,19 @@ def _read(f: h5py.File, key: str, path: str) -> np.ndarray:
     if not isinstance(obj, h5py.Dataset):
         raise DataError(f"{path}: '{key}' is a group, expected an array")
     return np.asarray(obj[()], dtype=np.float32)
+
+
+def _labels(f: h5py.File, key: str, path: str) -> np.ndarray:
+    """Condition labels: one integer per trial."""
+    obj = f[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a group, expected one integer label per trial")
+    arr = np.asarray(obj[()])
+    if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                            and np.all(arr == np.round(arr))):
+        raise DataError(f"{path}: '{key}' must hold one integer condition label per trial, "
+                        f"got {arr.dtype} values")
+    return arr.astype(np.int64).reshape(-1)
 
 
 def _check3d(arr: np.ndarray, key: str, path: str) -> None:
@@ -105,6 +124,8 @@ def load_dataset(path: str) -> Dataset:
                     setattr(split, attr, arr)
             if f"{name}_inds" in f:
                 split.inds = np.asarray(f[f"{name}_inds"][()]).astype(np.int64).reshape(-1)
+            if f"{name}_cond" in f:
+                split.cond = _labels(f, f"{name}_cond", path)
             splits[name] = split
         bin_size = f.attrs.get("bin_size_ms", f.attrs.get("bin_size", None))
     ds = Dataset(path, splits, float(bin_size) if bin_size is not None else None)
@@ -153,6 +174,8 @@ def check_shapes(ds: Dataset) -> None:
             split.latents = None  # latents of another layout are kept out of metrics, not an error
         if split.inds is not None and split.inds.shape[0] != n:
             raise DataError(f"{path}: {split.name}_inds has {split.inds.shape[0]} entries for {n} trials")
+        if split.cond is not None and split.cond.shape[0] != n:
+            raise DataError(f"{path}: {split.name}_cond has {split.cond.shape[0]} labels for {n} trials")
     ext_dims = {s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
     if len(ext_dims) > 1:
         raise DataError(f"{path}: {'_ext_input'} is missing from some splits or differs in size")

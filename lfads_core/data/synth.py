@@ -13,7 +13,7 @@ Both return a :class:`SynthData` (a plain ``dict`` of arrays with an extra
     {split}_recon_data   float32 [trials, n_bins, n_neurons]  same counts
     {split}_truth        float32 [trials, n_bins, n_neurons]  rates, counts/bin
     {split}_inds         int64   [trials]  index into the unshuffled trial order
-    {split}_conditions   int64   [trials]  condition of each trial
+    {split}_cond         int64   [trials]  condition of each trial
 
 for ``split`` in ``("train", "valid")``; plus ``{split}_latents`` (Lorenz,
 float32 [trials, n_bins, 3]) or ``{split}_inputs`` (RNN, float32
@@ -118,7 +118,7 @@ def _assemble(
         out[f"{split}_recon_data"] = spikes[inds].copy()
         out[f"{split}_truth"] = truth[inds].astype(np.float32)
         out[f"{split}_inds"] = inds
-        out[f"{split}_conditions"] = conditions[inds].astype(np.int64)
+        out[f"{split}_cond"] = conditions[inds].astype(np.int64)
         for name, values in extras.items():
             out[f"{split}_{name}"] = values[inds].astype(np.float32)
     return out
@@ -227,7 +227,7 @@ def make_lorenz_sessions(
     each session records its own neurons (``neurons[s % len(neurons)]`` of them, with loadings and
     biases of their own) during its own random subset of ``condition_fraction`` of the
     conditions, ``trials_per_condition`` trials each. Each session is a :class:`SynthData` with
-    :func:`make_lorenz`'s keys; ``{split}_conditions`` index the shared conditions, and attrs hold
+    :func:`make_lorenz`'s keys; ``{split}_cond`` index the shared conditions, and attrs hold
     ``session``, ``n_sessions``, ``n_neurons`` and ``session_conditions``.
     """
     _check_positive(n_sessions=n_sessions, n_conditions=n_conditions,

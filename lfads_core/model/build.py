@@ -23,8 +23,10 @@ def build_model(spec: ModelSpec, sessions: Sequence[SessionShape],
     readins = [cls(spec.readin)(spec.readin.config, in_dim=s.n_in) for s in sessions]
     dims = {r.out_dim for r in readins}
     if len(dims) != 1:
-        raise SpecError(f"model.readin: the sessions' readins give different sizes {sorted(dims)}; "
-                        f"they must agree")
+        raise SpecError(f"model.readin: {spec.readin.name} gives the sessions different sizes "
+                        f"{sorted(dims)}; sessions with different channel counts need a readin "
+                        f"to one size, e.g. readin: {{name: multisession, dim: 40}} (pip install "
+                        f"plugins/lfads_multisession)")
     gen_cls = cls(spec.generator)
     want_ci = bool(getattr(gen_cls, "wants_controller_inputs", lambda c: True)(spec.generator.config))
     encoder = cls(spec.encoder)(spec.encoder.config, in_dim=dims.pop(), want_ci=want_ci)

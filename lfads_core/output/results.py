@@ -4,11 +4,12 @@ plots and summary.json; ``lfads-run sample`` does this again for a finished run.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -17,9 +18,10 @@ from .. import hooks
 from ..assembly import load_data, make_model, set_threads
 from ..data.batches import to_tensors
 from ..data.h5 import Dataset
+from ..data.sessions import fingerprint, is_multisession
 from ..errors import RunDirError
 from ..model.lfads import LFADS
-from ..rundir import SPEC_FILE
+from ..rundir import SPEC_FILE, read_init_cache
 from ..spec.load import spec_from_dict
 from ..spec.schema import Spec
 from ..train.checkpoint import atomic_write_text, load_checkpoint
@@ -45,23 +47,69 @@ def load_best(run_dir: Path, model: LFADS) -> int:
     return int(state["trainer"]["epoch"])
 
 
-def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
-                  log: Callable[[str], None] = print) -> dict:
-    """Posterior-sample every split from the best checkpoint; write the output file, plots and
-    ``summary.json``. Returns the summary."""
-    from .. import metrics
+def output_name(spec: Spec, ds: Dataset) -> str:
+    """``lfads_output.h5`` for one data file; ``lfads_output_<file stem>.h5`` per session when
+    ``data.path`` is a glob or a list."""
+    return f"lfads_output_{ds.name}.h5" if is_multisession(spec.data.path) else OUTPUT_FILE
 
+
+def write_outputs(run_dir: Path, spec: Spec, sessions: Sequence[Dataset], model: LFADS,
+                  log: Callable[[str], None] = print) -> dict:
+    """Posterior-sample every split of every session from the best checkpoint; write the output
+    file(s), plots and ``summary.json`` (several sessions: each session's metrics under
+    ``sessions`` and a table ``sessions.csv``). Returns the summary."""
     epoch = load_best(run_dir, model)
     smp = spec.sampling
     start = time.perf_counter()
-    results, inds, summary = {}, {}, {"best_epoch": epoch, "num_samples": smp.num_samples}
-    recon = model.reconstructions[0]
-    units = recon.units
-    summary["units"] = units
+    units = model.reconstructions[0].units
+    summary: dict = {"best_epoch": epoch, "num_samples": smp.num_samples, "units": units}
+    multi = is_multisession(spec.data.path)
+    per_session = {}
+    for i, ds in enumerate(sessions):
+        results, metrics = _sample_session(model, ds, i, smp)
+        name = output_name(spec, ds)
+        write_output(run_dir / name, results, _inds(ds),
+                     {"num_samples": smp.num_samples, "bin_size_ms": ds.bin_size_ms,
+                      "output_params_units": units, "reconstruction": spec.model.reconstruction.name,
+                      "best_epoch": epoch, "data_path": ds.path, "session": ds.name}, units=units)
+        if smp.plots:
+            _plots(run_dir, ds, results, units, suffix=f"_{ds.name}" if multi else "")
+        per_session[ds.name] = {"file": name, "n_channels": ds.shape[1],
+                                **{f"{k}_trials": v.n_trials for k, v in ds.splits.items()}, **metrics}
+    if multi:
+        summary["sessions"] = per_session
+        _write_table(run_dir / "sessions.csv", per_session)
+    else:
+        summary.update({k: v for k, v in per_session[sessions[0].name].items()
+                        if isinstance(v, float)})
+    summary["sampling_seconds"] = time.perf_counter() - start
+    _plot_training(run_dir, smp.plots)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    hooks.hook().lfads_run_end(run_dir=run_dir, summary=summary)
+    files = ", ".join(str(run_dir / output_name(spec, ds)) for ds in sessions) if not multi \
+        else f"{len(sessions)} files {run_dir / 'lfads_output_<session>.h5'}"
+    log(f"wrote {files} ({smp.num_samples} posterior samples, best epoch {epoch}, "
+        f"{summary['sampling_seconds']:.1f}s)")
+    if multi:
+        log(session_table(per_session))
+    else:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                          if k not in ("best_epoch", "num_samples", "sampling_seconds", "units")
+                          and isinstance(v, float))
+        if shown:
+            log(shown)
+    return summary
+
+
+def _sample_session(model: LFADS, ds: Dataset, session: int, smp) -> tuple[dict, dict]:
+    """Posterior averages of every split of one session, and its metrics."""
+    from .. import metrics
+
+    recon = model.reconstructions[session]
+    results, summary = {}, {}
     for name, split in ds.splits.items():
-        results[name] = posterior = posterior_sample(model, to_tensors(split), smp.num_samples,
-                                                     smp.batch_size, smp.seed)
-        inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
+        results[name] = posterior = posterior_sample(model, to_tensors(split, session),
+                                                     smp.num_samples, smp.batch_size, smp.seed)
         mean = posterior["output_params"]
         if split.truth is not None:
             summary[f"{name}_rate_r2"] = metrics.r2_score(split.truth, mean)
@@ -76,37 +124,59 @@ def write_outputs(run_dir: Path, spec: Spec, ds: Dataset, model: LFADS,
             if split.latents is not None:
                 summary[f"{name}_latent_r2"] = metrics.latent_r2(
                     results["train"]["factors"], train.latents, results[name]["factors"], split.latents)
-    summary["sampling_seconds"] = time.perf_counter() - start
-    recon_name = spec.model.reconstruction.name
-    write_output(run_dir / OUTPUT_FILE, results, inds,
-                 {"num_samples": smp.num_samples, "bin_size_ms": ds.bin_size_ms,
-                  "output_params_units": units, "reconstruction": recon_name,
-                  "best_epoch": epoch, "data_path": ds.path}, units=units)
-    if smp.plots:
-        _plots(run_dir, ds, results, units)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    hooks.hook().lfads_run_end(run_dir=run_dir, summary=summary)
-    skip = ("best_epoch", "num_samples", "sampling_seconds", "units")
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items()
-                      if k not in skip and isinstance(v, float))
-    log(f"wrote {run_dir / OUTPUT_FILE} ({smp.num_samples} posterior samples, best epoch {epoch}, "
-        f"{summary['sampling_seconds']:.1f}s)" + (f"\n{shown}" if shown else ""))
-    return summary
+    return results, summary
 
 
-def _plots(run_dir: Path, ds: Dataset, results: dict, units: str) -> None:
+def _inds(ds: Dataset) -> dict[str, np.ndarray]:
+    return {name: split.inds if split.inds is not None else np.arange(split.n_trials)
+            for name, split in ds.splits.items()}
+
+
+def session_table(per_session: dict) -> str:
+    """Every session's metrics as aligned text columns."""
+    cols = ["session", "n_channels", "train_trials", "valid_trials"]
+    for row in per_session.values():
+        cols += [k for k, v in row.items() if isinstance(v, float) and k not in cols]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [[name] + [fmt(row.get(c, "")) for c in cols[1:]] for name, row in per_session.items()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _write_table(path: Path, per_session: dict) -> None:
+    cols = ["session"]
+    for row in per_session.values():
+        cols += [k for k in row if k not in cols]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    for name, row in per_session.items():
+        writer.writerow({"session": name, **{k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                             for k, v in row.items()}})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _plots(run_dir: Path, ds: Dataset, results: dict, units: str, suffix: str = "") -> None:
     from . import plots
 
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     valid, res = ds.valid, results["valid"]
-    plots.plot_rates(out / "rates.png", valid.recon, res["output_params"], truth=valid.truth,
+    plots.plot_rates(out / f"rates{suffix}.png", valid.recon, res["output_params"], truth=valid.truth,
                      bin_ms=ds.bin_size_ms, units=units)
-    plots.plot_factors(out / "factors.png", res["factors"])
+    plots.plot_factors(out / f"factors{suffix}.png", res["factors"])
+
+
+def _plot_training(run_dir: Path, enabled: bool) -> None:
+    from . import plots
+
     metrics_csv = run_dir / "metrics.csv"
-    if metrics_csv.exists():
+    if enabled and metrics_csv.exists():
+        (run_dir / "plots").mkdir(exist_ok=True)
         with open(metrics_csv) as f:
-            plots.plot_training_curves(out / "training.png", list(csv.DictReader(f)))
+            plots.plot_training_curves(run_dir / "plots" / "training.png", list(csv.DictReader(f)))
 
 
 def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
@@ -124,6 +194,6 @@ def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
         raw.setdefault("sampling", {})["num_samples"] = num_samples
     spec = spec_from_dict(raw, source=str(saved))
     set_threads(spec.train.threads)
-    ds = load_data(spec)
-    model, _ = make_model(spec, ds)
-    return write_outputs(run_dir, spec, ds, model, log)
+    sessions = load_data(spec)
+    model, _ = make_model(spec, sessions, read_init_cache(run_dir, fingerprint([d.path for d in sessions])))
+    return write_outputs(run_dir, spec, sessions, model, log)

@@ -16,7 +16,7 @@ from cattrs.errors import (AttributeValidationNote, ClassValidationError, Forbid
 
 from .. import registry
 from ..errors import PluginError, SpecError
-from .schema import Component
+from .schema import Component, DataPath
 from .validators import FieldError
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -170,6 +170,17 @@ def _noted(exc: Exception, cls, name: str, tp) -> Exception:
     return exc
 
 
+def _structure_data_path(value, _):
+    """``data.path``: a string, or a non-empty list of strings."""
+    if isinstance(value, str):
+        if not value:
+            raise _TypeMismatch("a file path, a glob or a list of them", value)
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise _TypeMismatch("a file path, a glob (data/*.h5) or a non-empty list of file paths", value)
+
+
 def _structure_component(converter: cattrs.Converter):
     def hook(value, cls):
         kind = cls.kind
@@ -203,6 +214,7 @@ def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     for tp in (int, float, str, bool):
         conv.register_structure_hook(tp, _strict(tp))
+    conv.register_structure_hook(DataPath, _structure_data_path)
     conv.register_structure_hook_factory(attrs.has, _strict_class)
     conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, _strict_list)
     is_component = lambda t: isinstance(t, type) and issubclass(t, Component)  # noqa: E731

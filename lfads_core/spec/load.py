@@ -105,8 +105,11 @@ def _with_defaults(raw: dict) -> dict:
 def _resolve_paths(raw: dict, base: Path) -> dict:
     raw.setdefault("output", "runs/lfads")
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data["path"] = str((base / os.path.expanduser(data["path"])).resolve())
+    resolve = lambda p: str((base / os.path.expanduser(p)).resolve())  # noqa: E731 - globs too
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
+        data["path"] = resolve(data["path"])
+    elif isinstance(data, dict) and isinstance(data.get("path"), list):
+        data["path"] = [resolve(p) if isinstance(p, str) and p else p for p in data["path"]]
     if isinstance(raw.get("output"), str):
         raw["output"] = str((base / os.path.expanduser(raw["output"])).resolve())
     return raw

@@ -6,11 +6,11 @@ A component field holds a :class:`Component`: the registered ``name`` and the st
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Union
 
 import attrs
 
-from .validators import finite, ge, gt, unit_interval
+from .validators import finite, ge, gt, one_of, unit_interval
 
 
 @attrs.frozen
@@ -61,11 +61,18 @@ DEFAULT_COMPONENTS = {
 }
 
 
+# data.path: one HDF5 file, a glob, or a list of files/globs (one file per session).
+DataPath = Union[str, list[str]]
+
+
 @attrs.frozen
 class DataSpec:
-    path: str
+    path: DataPath
     batch_size: int = attrs.field(default=128, validator=ge(1))
     bin_size_ms: Optional[float] = attrs.field(default=None, validator=gt(0))
+    # Several sessions: "trials" visits every training trial once per epoch (sessions weighted
+    # by their trial counts); "equal" gives every session the same number of batches per epoch.
+    session_weights: str = attrs.field(default="trials", validator=one_of("trials", "equal"))
 
 
 @attrs.frozen

@@ -38,11 +38,11 @@ def test_keys_shapes_and_attrs(full):
             arr = full[f"{split}_{key}"]
             assert arr.shape == (n, 80, 16) and arr.dtype == np.float32
         assert full[f"{split}_latents"].shape == (n, 80, 3)
-        assert full[f"{split}_inds"].dtype == full[f"{split}_conditions"].dtype == np.int64
+        assert full[f"{split}_inds"].dtype == full[f"{split}_cond"].dtype == np.int64
         assert np.array_equal(full[f"{split}_encod_data"], full[f"{split}_recon_data"])
-        assert np.array_equal(full[f"{split}_conditions"], full[f"{split}_inds"] // 20)
+        assert np.array_equal(full[f"{split}_cond"], full[f"{split}_inds"] // 20)
     assert np.array_equal(np.sort(both(full, "inds")), np.arange(1000))
-    assert set(full["valid_conditions"]) <= set(full["train_conditions"])
+    assert set(full["valid_cond"]) <= set(full["train_conditions"])
     a = full.attrs
     assert a["generator"] == "emg" and a["seed"] == 0 and a["bin_size_ms"] == 20.0
     assert a["gamma_shape"] == 4.0

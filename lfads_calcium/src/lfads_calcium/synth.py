@@ -42,7 +42,7 @@ Both carry, at bin resolution and without NaN:
 - ``{split}_truth_rates`` (spikes per bin), ``{split}_spikes`` (counts),
   ``{split}_spike_amplitudes`` (the summed amplitudes of each bin's spikes: the true events at
   bin resolution, dF/F), ``{split}_latents`` (z-scored Lorenz state), ``{split}_inds``,
-  ``{split}_conditions``; file attributes ``bin_size_ms``, ``generator = "calcium"``, ``seed``,
+  ``{split}_cond``; file attributes ``bin_size_ms``, ``generator = "calcium"``, ``seed``,
   ``frame_bins``, ``scan_offsets`` [N], ``true_tau_s``, ``noise_sd``, ``amp_mean``, ``amp_cv``,
   ``base_rate_hz``, ``n_conditions``, ``trials_per_condition``, ``truth_units``; ``tau_s`` is
   the true decay in the dF/F file and, as ``lfads-run deconvolve`` writes it, the decay the
@@ -144,7 +144,7 @@ def make_calcium(seed: int = 0, frame_bins: int = 1, *, n_conditions: int = 60,
                   f"{split}_spike_amplitudes": jumps.astype(np.float32),
                   f"{split}_latents": lor[f"{split}_latents"],
                   f"{split}_inds": lor[f"{split}_inds"],
-                  f"{split}_conditions": lor[f"{split}_conditions"]}
+                  f"{split}_cond": lor[f"{split}_cond"]}
         trace = trace.astype(np.float32)
         dff.update({f"{split}_encod_data": trace, f"{split}_recon_data": trace.copy(), **common})
         events.update(common)

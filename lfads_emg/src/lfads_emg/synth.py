@@ -1,7 +1,7 @@
 """Synthetic multi-muscle EMG with ground truth (``lfads-run synth emg``).
 
 Model (defaults in brackets; every trial has ``n_bins`` [80] bins of ``bin_ms`` [20 ms], i.e.
-1.6 s; ``n_conditions`` [50] x ``trials_per_condition`` [20] = 1000 trials):
+1.6 s; ``n_cond`` [50] x ``trials_per_condition`` [20] = 1000 trials):
 
 1. Latent dynamics: the Lorenz system (sigma 10, rho 28, beta 8/3), integrated with RK4 (steps of
    at most 0.0025 Lorenz time units). Each condition has its own start state, a random point of
@@ -40,7 +40,7 @@ Keys, for split in (train, valid) (a random ``valid_fraction`` [0.2] of the tria
 - ``{split}_truth``: the true means ``mu`` (no noise), in the same normalised EMG units;
 - ``{split}_latents``: float32 [trials, n_bins, 3], the z-scored Lorenz state of each trial;
 - ``{split}_inds``: int64, the index in the unshuffled trial order (trial i has condition
-  ``i // trials_per_condition``); ``{split}_conditions``: int64, the condition.
+  ``i // trials_per_condition``); ``{split}_cond``: int64, the condition.
 
 Reference numbers with the defaults (seeds 0-2): data / truth has mean 1.000 and CV 0.500; on the
 valid trials, R² against the truth (per muscle, averaged) is 0.47-0.52 for the raw data,
@@ -49,7 +49,7 @@ valid trials, R² against the truth (per muscle, averaged) is 0.47-0.52 for the 
 each trial (s.d. 3 bins).
 
 File attributes: ``bin_size_ms``, ``generator = "emg"``, ``seed``, ``gamma_shape``,
-``truth_units``, ``n_conditions``, ``trials_per_condition``, ``n_muscles``, ``start_sd``,
+``truth_units``, ``n_cond``, ``trials_per_condition``, ``n_muscles``, ``start_sd``,
 ``tempo_sd``, ``baseline``.
 """
 
@@ -175,7 +175,7 @@ def make_emg(seed: int = 0, gamma_shape: float = 4.0, n_muscles: int = 16, *,
         arrays[f"{split}_truth"] = truth[inds].astype(np.float32)
         arrays[f"{split}_latents"] = latents[inds].astype(np.float32)
         arrays[f"{split}_inds"] = inds
-        arrays[f"{split}_conditions"] = conditions[inds]
+        arrays[f"{split}_cond"] = conditions[inds]
     attrs = dict(bin_size_ms=float(bin_ms), generator="emg", seed=int(seed),
                  gamma_shape=float(gamma_shape), truth_units=TRUTH_UNITS,
                  n_conditions=n_conditions, trials_per_condition=trials_per_condition,
@@ -198,5 +198,5 @@ def condition_average_r2(data: dict, source: str = "encod_data") -> float:
     over the train trials of the same condition (the ``condition average`` baseline)."""
     avg = {c: data[f"train_{source}"][data["train_conditions"] == c].astype(np.float64).mean(axis=0)
            for c in np.unique(data["train_conditions"])}
-    est = np.stack([avg[c] for c in data["valid_conditions"]])
+    est = np.stack([avg[c] for c in data["valid_cond"]])
     return r2(est, data["valid_truth"])

@@ -5,7 +5,7 @@ Over-dispersed spike counts with known rates: the Lorenz rates of :func:`lfads_c
 (counts per bin), each bin of each trial and neuron multiplied by an independent gamma gain of
 shape R and mean 1, then Poisson counts. Given the rate λ, a count is negative binomial with mean
 λ and size R (variance λ + λ²/R): a gamma-Poisson mixture. ``{split}_truth`` holds the Lorenz
-rates λ (counts per bin), the mean of the counts; ``{split}_latents``, ``_inds``, ``_conditions``
+rates λ (counts per bin), the mean of the counts; ``{split}_latents``, ``_inds``, ``_cond``
 are make_lorenz's.
 
 Kept light: numpy and the core's data code are imported inside the functions, since every
