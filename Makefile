@@ -14,7 +14,7 @@ THREADS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))"
 setup: $(STAMP)
 
 # Installs lfads-core and every plugin package editable, with the CPU torch pinned for dev/CI.
-$(STAMP): pyproject.toml plugins/lfads_spikes/pyproject.toml lfads_calcium/pyproject.toml lfads_emg/pyproject.toml requirements-dev.txt constraints.txt
+$(STAMP): pyproject.toml plugins/lfads_spikes/pyproject.toml lfads_calcium/pyproject.toml lfads_emg/pyproject.toml plugins/lfads_multisession/pyproject.toml requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	touch $(STAMP)

@@ -37,7 +37,7 @@ LFADS_RUN = [str(Path(sys.executable).with_name("lfads-run"))]
 
 def condition_average(data: h5py.File) -> np.ndarray:
     """The valid trials' estimate from the mean of the training trials of the same condition."""
-    train, cond = data["train_recon_data"][()], data["train_conditions"][()]
+    train, cond = data["train_recon_data"][()], data["train_cond"][()]
     means = {c: train[cond == c].mean(axis=0) for c in np.unique(cond)}
     return np.stack([means[c] for c in data["valid_cond"][()]])
 

@@ -291,7 +291,7 @@ def test_lorenz_sessions_share_latents_with_their_own_neurons_and_conditions():
                 latent_of[cond] = lat
     for s in sessions:
         n = s["train_encod_data"].shape[0] + s["valid_encod_data"].shape[0]
-        assert n == 6 * 4 and set(s["train_conditions"]) <= set(s.attrs["session_conditions"])
+        assert n == 6 * 4 and set(s["train_cond"]) <= set(s.attrs["session_conditions"])
         # each session reads the latents out with neurons of its own: log-rates are affine in them
         lat, rates = s["train_latents"].reshape(-1, 3), s["train_truth"].reshape(-1, s["train_truth"].shape[2])
         design = np.hstack([lat, np.ones((lat.shape[0], 1))])

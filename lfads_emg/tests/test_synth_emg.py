@@ -42,7 +42,7 @@ def test_keys_shapes_and_attrs(full):
         assert np.array_equal(full[f"{split}_encod_data"], full[f"{split}_recon_data"])
         assert np.array_equal(full[f"{split}_cond"], full[f"{split}_inds"] // 20)
     assert np.array_equal(np.sort(both(full, "inds")), np.arange(1000))
-    assert set(full["valid_cond"]) <= set(full["train_conditions"])
+    assert set(full["valid_cond"]) <= set(full["train_cond"])
     a = full.attrs
     assert a["generator"] == "emg" and a["seed"] == 0 and a["bin_size_ms"] == 20.0
     assert a["gamma_shape"] == 4.0

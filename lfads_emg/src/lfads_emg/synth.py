@@ -196,7 +196,7 @@ def r2(estimate, truth) -> float:
 def condition_average_r2(data: dict, source: str = "encod_data") -> float:
     """R² against the truth of the valid trials of the condition average of ``{split}_<source>``
     over the train trials of the same condition (the ``condition average`` baseline)."""
-    avg = {c: data[f"train_{source}"][data["train_conditions"] == c].astype(np.float64).mean(axis=0)
-           for c in np.unique(data["train_conditions"])}
+    avg = {c: data[f"train_{source}"][data["train_cond"] == c].astype(np.float64).mean(axis=0)
+           for c in np.unique(data["train_cond"])}
     est = np.stack([avg[c] for c in data["valid_cond"]])
     return r2(est, data["valid_truth"])
