@@ -1,12 +1,15 @@
 """Training and sampling speed for the spec of examples/lorenz.yaml on 960 + 240 trials x 100 bins
-x 40 neurons (synthetic Lorenz). Prints a table. Run on a quiet machine:
+x 40 neurons (synthetic Lorenz). Prints a table; on CUDA eager and CUDA-graph figures side by
+side. Run on a quiet machine:
 
     .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--threads N] [--samples 50]
+        [--device cpu|cuda|cuda:N] [--modes eager,graphs]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -15,15 +18,55 @@ from pathlib import Path
 
 import torch
 
+from lfads_core.assembly import load_data, make_model, set_threads
 from lfads_core.data.batches import to_tensors
-from lfads_core.data.h5 import load_dataset
 from lfads_core.data.synth import make_lorenz, write_h5
-from lfads_core.output.sample import posterior_sample
-from lfads_core.assembly import make_model, set_threads
+from lfads_core.device import describe, resolve_device
+from lfads_core.output.sample import posterior_sample, rows_per_pass
+from lfads_core.run import training_batches
 from lfads_core.spec.load import load_spec
 from lfads_core.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(spec, sessions, device: torch.device, graphs: bool, epochs: int, samples: int) -> dict:
+    model, augs = make_model(spec, sessions)
+    model.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train, valid = training_batches(spec, sessions, device, drop_last=graphs)
+    trainer = Trainer(model, augs, train, valid, spec.train, log=print, graphs=graphs)
+    times = []
+    for _ in range(epochs):
+        sync(device)
+        start = time.perf_counter()
+        trainer.run_epoch()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    steps = sum(train.n_batches())
+    later = times[1:] if len(times) > 1 else times  # the first epoch holds warm-up and capture
+    model.dropout_rate = float(model.dropout_rate)
+    del trainer, train, valid
+    sample_s = 0.0
+    ds = sessions[0]
+    for split in (ds.train, ds.valid):
+        data = to_tensors(split)
+        sync(device)
+        start = time.perf_counter()
+        posterior_sample(model, data, samples)
+        sync(device)
+        sample_s += time.perf_counter() - start
+    out = {"epoch": statistics.median(later), "times": times, "steps": steps,
+           "sample": sample_s, "rows": rows_per_pass(model, 0)}
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
 
 
 def main(argv=None) -> int:
@@ -31,39 +74,34 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--modes", default=None, help="eager,graphs (default: both on CUDA, eager on the CPU)")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
+    device = resolve_device(args.device)
+    modes = (args.modes or ("eager,graphs" if device.type == "cuda" else "eager")).split(",")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "lorenz.h5"
         write_h5(make_lorenz(seed=0), data)
         spec = load_spec(ROOT / "examples" / "lorenz.yaml", [f"data.path={data}"], out=tmp)
-        ds = load_dataset(str(data))
-    model, augs = make_model(spec, ds)
-    train, valid = to_tensors(ds.train), to_tensors(ds.valid)
-    trainer = Trainer(model, augs, train, valid, spec.train, spec.data.batch_size, log=lambda s: None)
-    times = []
-    for _ in range(args.epochs):
-        start = time.perf_counter()
-        trainer.run_epoch()
-        times.append(time.perf_counter() - start)
-    epoch_s = statistics.median(times)
-    sample_s = 0.0
-    for split in (train, valid):
-        start = time.perf_counter()
-        posterior_sample(model, split, args.samples, spec.sampling.batch_size)
-        sample_s += time.perf_counter() - start
-    n = train.n_trials
-    rows = [("torch threads", f"{threads}"),
-            ("epoch (train 960 + valid 240), median s", f"{epoch_s:.2f}"),
-            ("epochs timed", f"{args.epochs} ({', '.join(f'{t:.2f}' for t in times)})"),
-            ("training trials per second", f"{n / epoch_s:.0f}"),
-            (f"posterior sampling, {args.samples} samples x 1200 trials, s", f"{sample_s:.1f}")]
+        sessions = load_data(spec)
+    results = {m: measure(spec, sessions, device, m == "graphs", args.epochs, args.samples) for m in modes}
+    n = sessions[0].train.n_trials
+    rows = [("device", lambda r: describe(device) if device.type == "cuda" else f"cpu, {threads} threads"),
+            ("epoch (train 960 + valid 240), median s", lambda r: f"{r['epoch']:.3f}"),
+            ("epochs timed (the first: warm-up, capture)", lambda r: ", ".join(f"{t:.2f}" for t in r["times"])),
+            ("training step, ms (epoch / steps, validation included)", lambda r: f"{1000 * r['epoch'] / r['steps']:.1f}"),
+            ("training trials per second", lambda r: f"{n / r['epoch']:.0f}"),
+            (f"posterior sampling, {args.samples} samples x 1200 trials, s", lambda r: f"{r['sample']:.2f}"),
+            ("trial-samples per sampling pass", lambda r: f"{r['rows']}")]
+    if device.type == "cuda":
+        rows.append(("peak GPU memory, GiB", lambda r: f"{r['peak_gib']:.2f}"))
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
+    print(f"{'measure':<{width}}  " + "  ".join(f"{m:>12}" for m in modes))
+    for name, fn in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{fn(results[m]):>12}" for m in modes))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS of this process: {rss:.2f} GiB; torch {torch.__version__}, python {sys.version.split()[0]}")
     return 0
 
 

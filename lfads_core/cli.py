@@ -58,6 +58,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--out", help="output directory (overrides the spec's 'output')")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
     p.add_argument("--force", action="store_true",
                    help="if the output directory holds a run of another spec, move it aside and start over")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -71,6 +72,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("spec")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--out")
+        p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
     elif cmd == "plugins":
         p.description = ("List every registered component, hook plugin, plugin command and synthetic "
                          "dataset: kind, name, distribution, version, status.")
@@ -98,6 +100,8 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.description = "Posterior-sample again from the best checkpoint of a run directory."
         p.add_argument("run_dir")
         p.add_argument("--samples", type=int, help="number of posterior samples (default: the spec's)")
+        p.add_argument("--device", default="auto",
+                       help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -108,7 +112,7 @@ def _validate(args) -> None:
 
     from .spec.load import load_spec
 
-    spec = load_spec(args.spec, args.overrides, args.out)
+    spec = load_spec(args.spec, _with_device(args), args.out)
     hooks.hook()  # a misspelt hook of an installed hook plugin is an error here too
     sessions = run.load_data(spec)
     model, augs = run.make_model(spec, sessions)
@@ -142,6 +146,7 @@ def _validate(args) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     ctrl = "on" if model.generator.co_dim > 0 else "off (autonomous)"
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
+    print(f"device: {_device_line(spec)}")
     print(f"output: {spec.output}")
     for ds in sessions:
         for note in ds.notes:
@@ -222,15 +227,31 @@ def _synth(args) -> None:
 def _sample(args) -> None:
     from . import run
 
-    run.sample(args.run_dir, args.samples)
+    run.sample(args.run_dir, args.samples, device=args.device)
 
 
 def _train(args) -> None:
     from . import run
     from .spec.load import load_spec
 
-    spec = load_spec(args.spec, args.overrides, args.out)
+    spec = load_spec(args.spec, _with_device(args), args.out)
     run.train(spec, force=args.force)
+
+
+def _with_device(args) -> list[str]:
+    """``--set`` overrides, with ``--device X`` as ``train.device=X`` (checked like the spec)."""
+    return list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+
+
+def _device_line(spec) -> str:
+    from .assembly import set_threads
+    from .device import describe, resolve_device, use_graphs
+
+    device = resolve_device(spec.train.device)
+    if device.type != "cuda":
+        return f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device})"
+    graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
+    return f"{describe(device)}; CUDA graphs {graphs} (train.device: {spec.train.device})"
 
 
 def _plugin_parser(name: str):

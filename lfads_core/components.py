@@ -206,7 +206,9 @@ class Reconstruction(nn.Module, abc.ABC):
 
     def penalty(self) -> Tensor:
         """Regulariser of the reconstruction's own learnable parameters, added to the loss and
-        reported as ``train_penalty`` in metrics.csv. Default: 0."""
+        reported as ``train_penalty`` in metrics.csv: a 0-d tensor on the parameters' device
+        (no host reads: on CUDA the training step may be captured as a graph). Default: 0 (a
+        constant the core puts on the right device)."""
         return torch.zeros(())
 
     def check_data(self, data: np.ndarray) -> Optional[str]:
@@ -251,7 +253,10 @@ class AugmentContext:
     being run, counted from 1. ``generator``: the augmentation's own ``torch.Generator``, seeded
     from ``train.seed`` and its place in the list, saved and restored with the training state:
     draw every random number from it (``torch.rand(shape, generator=ctx.generator)``) so a
-    resumed run reproduces the same draws.
+    resumed run reproduces the same draws. It is a CPU generator whatever the device: draw on
+    the CPU and move the result to the batch's device
+    (``torch.rand(shape, generator=ctx.generator).to(batch.encod.device)``), so a run draws the
+    same augmentations on any device and resumes on another one.
     """
 
     training: bool

@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from . import hooks
 from .assembly import (check_components, data_sizes, load_data, make_model,
                        session_shape, set_threads)
 from .data.batches import SessionBatches, to_tensors
 from .data.h5 import Dataset
 from .data.sessions import fingerprint
+from .device import describe, resolve_device, use_graphs
 from .errors import DataError
 from .model.lfads import LFADS
 from .output.results import OUTPUT_FILE, load_best, sample, write_outputs
@@ -70,13 +73,16 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     sessions = load_data(spec)
     print_ = fingerprint([ds.path for ds in sessions])
     cache = read_init_cache(Path(spec.output), print_)
+    device = resolve_device(spec.train.device)
     model, augs = make_model(spec, sessions, cache)
     check_components(spec, sessions, model, augs)
     run_dir = prepare_run_dir(spec, force, log)
     write_init_cache(run_dir, cache, print_)
     ckpt_dir = run_dir / "checkpoints"
-    trainer = Trainer(model, augs, training_batches(spec, sessions, "train"),
-                      training_batches(spec, sessions, "valid"), spec.train, log=log)
+    model.to(device)
+    graphs = use_graphs(spec.train.cuda_graphs, device)
+    train_src, valid_src = training_batches(spec, sessions, device, drop_last=graphs)
+    trainer = Trainer(model, augs, train_src, valid_src, spec.train, log=log, graphs=graphs)
     names = [ds.name for ds in sessions]
     last = ckpt_dir / "last.pt"
     if last.exists():
@@ -84,8 +90,10 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         check_resume(state, model, names, run_dir, spec)
         trainer.load_state_dict(state["trainer"])
         log(f"resuming {run_dir} at epoch {trainer.epoch}")
+    where = f"{describe(device)}{', CUDA graphs' if graphs else ''}" if device.type == "cuda" \
+        else f"cpu, {threads} threads"
     log(f"training on {_trials(sessions, 'train')}, validating on {_trials(sessions, 'valid')} "
-        f"({threads} threads); run dir {run_dir}")
+        f"({where}); run dir {run_dir}")
     for problem in hooks.load_errors():
         log(f"warning: {problem}")
     for ds in sessions:
@@ -111,15 +119,29 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         progress.close()
     if trainer.stop_reason:
         log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch}")
+    del trainer, train_src, valid_src  # the training data's device memory, before sampling
+    model.dropout_rate = float(model.dropout_rate)
     write_outputs(run_dir, spec, sessions, model, log)
     return run_dir
 
 
-def training_batches(spec: Spec, sessions: Sequence[Dataset], split: str) -> SessionBatches:
-    """The batches of one split of every session (training: sessions weighted by
-    ``data.session_weights``; validation: every trial once)."""
-    return SessionBatches([to_tensors(ds.splits[split], session=i) for i, ds in enumerate(sessions)],
-                          spec.data.batch_size, spec.data.session_weights)
+def training_batches(spec: Spec, sessions: Sequence[Dataset], device: torch.device,
+                     drop_last: bool = False) -> tuple[SessionBatches, SessionBatches]:
+    """The training and validation batches of every session (training: sessions weighted by
+    ``data.session_weights``, without ragged batches when ``drop_last``; validation: every
+    trial once). On a GPU the data live there when they take at most half its free memory;
+    otherwise they stay in pinned host memory and each batch is copied over."""
+    splits = {name: [to_tensors(ds.splits[name], session=i) for i, ds in enumerate(sessions)]
+              for name in ("train", "valid")}
+    target = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = sum(t.nbytes for ts in splits.values() for t in ts) <= free // 2
+        splits = {k: [t.to(device, pin=not fits) for t in ts] for k, ts in splits.items()}
+        target = None if fits else device
+    bs = spec.data.batch_size
+    return (SessionBatches(splits["train"], bs, spec.data.session_weights, drop_last, target),
+            SessionBatches(splits["valid"], bs, device=target))
 
 
 def check_resume(state: dict, model: LFADS, names: list[str], run_dir: Path, spec: Spec) -> None:

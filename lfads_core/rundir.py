@@ -25,7 +25,7 @@ SPEC_FILE = "spec.yaml"
 INIT_DIR = "init"  # InitCache entries: <key>.npz, tagged with the data's fingerprint
 # Spec fields that may differ when a run is resumed.
 RESUMABLE = {("output",), ("train", "max_epochs"), ("train", "threads"), ("sampling",),
-             ("train", "early_stopping", "patience")}
+             ("train", "early_stopping", "patience"), ("train", "device"), ("train", "cuda_graphs")}
 
 
 def _strip(d: dict, paths=RESUMABLE) -> dict:

@@ -147,7 +147,7 @@ def test_lorenz_example_loads():
     ("model.dropout_rate", "0.1", "expected a number"),
     ("model.augmentations.0.rate", "0.2", "expected a number"),
     ("model.ic_prior.variance", {"a": 1}, "expected a number"),
-    ("data.path", 5, "expected a string"),
+    ("data.path", 5, "expected a file path, a glob"),
     ("output", 3.5, "expected a string"),
     ("sampling.plots", "yes", "true or false"),
     ("sampling.plots", 1, "true or false"),

@@ -18,7 +18,7 @@ from lfads_core.data.synth import (
 COMMON_KEYS = {
     f"{split}_{name}"
     for split in ("train", "valid")
-    for name in ("encod_data", "recon_data", "truth", "inds", "conditions")
+    for name in ("encod_data", "recon_data", "truth", "inds", "cond")
 }
 SMALL = dict(n_conditions=6, trials_per_condition=5, n_bins=30, n_neurons=8)
 
@@ -40,7 +40,7 @@ def _all(data: dict, name: str) -> np.ndarray:
 
 def _psth_correlation(data: dict, n_conditions: int) -> float:
     """Correlation of trial-averaged spikes and truth, per condition pooled."""
-    spikes, truth, cond = _all(data, "encod_data"), _all(data, "truth"), _all(data, "conditions")
+    spikes, truth, cond = _all(data, "encod_data"), _all(data, "truth"), _all(data, "cond")
     psth = np.stack([spikes[cond == c].mean(0) for c in range(n_conditions)])
     mean_truth = np.stack([truth[cond == c].mean(0) for c in range(n_conditions)])
     return float(np.corrcoef(psth.ravel(), mean_truth.ravel())[0, 1])
@@ -60,7 +60,7 @@ def test_keys_shapes_dtypes(name, lorenz, rnn):
         for key in ("encod_data", "recon_data", "truth"):
             arr = data[f"{split}_{key}"]
             assert arr.shape == (n, 100, 40) and arr.dtype == np.float32
-        for key in ("inds", "conditions"):
+        for key in ("inds", "cond"):
             assert data[f"{split}_{key}"].shape == (n,)
             assert data[f"{split}_{key}"].dtype == np.int64
         extra_shape = (n, 100, 3) if name == "lorenz" else (n, 100)
@@ -76,7 +76,7 @@ def test_split_indices_and_conditions(name, lorenz, rnn):
     inds = _all(data, "inds")
     assert np.array_equal(np.sort(inds), np.arange(1200))
     assert not np.array_equal(data["train_inds"], np.sort(data["train_inds"]))  # shuffled
-    assert np.array_equal(_all(data, "conditions"), inds // 20)
+    assert np.array_equal(_all(data, "cond"), inds // 20)
 
 
 @pytest.mark.parametrize("name", ["lorenz", "rnn"])
@@ -132,7 +132,7 @@ def test_bad_arguments():
 
 
 def test_lorenz_trials_of_a_condition_share_rates(lorenz):
-    truth, latents, cond = _all(lorenz, "truth"), _all(lorenz, "latents"), _all(lorenz, "conditions")
+    truth, latents, cond = _all(lorenz, "truth"), _all(lorenz, "latents"), _all(lorenz, "cond")
     for c in (0, 17, 59):
         members = cond == c
         assert members.sum() == 20
@@ -190,7 +190,7 @@ def test_rnn_one_pulse_per_trial_in_middle_half(rnn):
 
 
 def test_rnn_trials_diverge_only_after_pulse(rnn):
-    truth, inputs, cond = _all(rnn, "truth"), _all(rnn, "inputs"), _all(rnn, "conditions")
+    truth, inputs, cond = _all(rnn, "truth"), _all(rnn, "inputs"), _all(rnn, "cond")
     onsets = np.argmax(inputs > 0, axis=1)
     a, b = np.flatnonzero(cond == 5)[:2]
     first = min(onsets[a], onsets[b])
@@ -202,7 +202,7 @@ def test_rnn_trials_diverge_only_after_pulse(rnn):
 def test_rnn_without_inputs_shares_rates_within_condition():
     data = make_rnn(seed=0, with_inputs=False, **SMALL)
     assert not _all(data, "inputs").any()
-    truth, cond = _all(data, "truth"), _all(data, "conditions")
+    truth, cond = _all(data, "truth"), _all(data, "cond")
     for c in range(SMALL["n_conditions"]):
         assert np.all(truth[cond == c] == truth[cond == c][0])
     # chaotic, not decaying to a fixed point: rates still move late in the trial

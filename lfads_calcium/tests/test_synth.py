@@ -9,7 +9,7 @@ import pytest
 from lfads_calcium.synth import make_calcium
 
 SMALL = dict(n_conditions=6, trials_per_condition=10, n_neurons=8)
-PER_SPLIT = ("truth", "truth_rates", "spikes", "spike_amplitudes", "latents", "inds", "conditions")
+PER_SPLIT = ("truth", "truth_rates", "spikes", "spike_amplitudes", "latents", "inds", "cond")
 
 
 @pytest.fixture

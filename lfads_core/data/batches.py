@@ -27,14 +27,28 @@ class TensorSplit:
     def n_trials(self) -> int:
         return self.encod.shape[0]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.encod, self.recon, self.mask, self.ext)
+                   if t is not None)
 
-def to_tensors(split: Split, session: int = 0) -> TensorSplit:
+    def to(self, device: torch.device, pin: bool = False) -> "TensorSplit":
+        """On ``device``; ``pin``: in pinned host memory instead (for batches copied to a GPU
+        ahead of time)."""
+        move = (lambda t: t.pin_memory()) if pin else (lambda t: t.to(device))  # noqa: E731
+        return dataclasses.replace(self, encod=move(self.encod), recon=move(self.recon),
+                                   mask=move(self.mask), ext=None if self.ext is None else move(self.ext))
+
+
+def to_tensors(split: Split, session: int = 0, device: Optional[torch.device] = None) -> TensorSplit:
+    """The split as tensors, on ``device`` (default: the CPU)."""
     recon = split.recon if split.recon is not None else np.full(split.encod.shape, np.nan, np.float32)
     finite = np.isfinite(recon)
     ext = torch.from_numpy(split.ext) if split.ext is not None else None
-    return TensorSplit(encod=torch.from_numpy(np.nan_to_num(split.encod, nan=0.0)),
+    data = TensorSplit(encod=torch.from_numpy(np.nan_to_num(split.encod, nan=0.0)),
                        recon=torch.from_numpy(np.where(finite, recon, 0.0).astype(np.float32)),
                        mask=torch.from_numpy(finite.astype(np.float32)), ext=ext, session=session)
+    return data.to(device) if device is not None else data
 
 
 class BatchSource(Protocol):
@@ -57,13 +71,17 @@ class SplitBatches:
         return batches(self.data, self.batch_size, generator)
 
 
-def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None
-            ) -> Iterator[Batch]:
-    """Batches in order, or shuffled with ``generator``; the last batch may be smaller."""
+def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None,
+            drop_last: bool = False, device: Optional[torch.device] = None) -> Iterator[Batch]:
+    """Batches in order, or shuffled with ``generator`` (a CPU generator: the same order on any
+    device); the last batch may be smaller, or is left out with ``drop_last`` when there are
+    more trials than ``batch_size``. ``device``: where batches go (default: the data's)."""
     n = data.n_trials
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield _batch(data, order[start:start + batch_size])
+    order = order.to(data.encod.device)  # one copy per epoch, then slices of it
+    stop = n - n % batch_size if drop_last and n > batch_size else n
+    for start in range(0, stop, batch_size):
+        yield _batch(data, order[start:start + batch_size], device)
 
 
 @dataclasses.dataclass
@@ -82,10 +100,13 @@ class SessionBatches:
     data: list[TensorSplit]
     batch_size: int
     weights: str = "trials"
+    drop_last: bool = False  # training: no ragged batch (a captured CUDA graph has fixed shapes)
+    device: Optional[torch.device] = None  # where batches go when the data are kept on the host
 
     def n_batches(self) -> list[int]:
         """Batches per session in one training epoch."""
-        own = [-(-d.n_trials // self.batch_size) for d in self.data]
+        own = [-(-d.n_trials // self.batch_size) if not self.drop_last or d.n_trials <= self.batch_size
+               else d.n_trials // self.batch_size for d in self.data]
         if self.weights == "trials" or len(self.data) == 1:
             return own
         total, k = sum(own), len(self.data)
@@ -93,27 +114,32 @@ class SessionBatches:
 
     def __call__(self, generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
         if len(self.data) == 1:
-            return batches(self.data[0], self.batch_size, generator)
+            return batches(self.data[0], self.batch_size, generator, generator is not None and self.drop_last,
+                           self.device)
         if generator is None:
-            return (b for d in self.data for b in batches(d, self.batch_size))
+            return (b for d in self.data for b in batches(d, self.batch_size, device=self.device))
         return self._training(generator)
 
     def _training(self, generator: torch.Generator) -> Iterator[Batch]:
         plan = []  # (session, trial indices)
         for s, (d, count) in enumerate(zip(self.data, self.n_batches())):
             own = []
+            size = min(self.batch_size, d.n_trials)
+            stop = d.n_trials - d.n_trials % size if self.drop_last else d.n_trials
             while len(own) < count:  # rounds through the session: one permutation each
-                order = torch.randperm(d.n_trials, generator=generator)
-                own += [order[i:i + self.batch_size] for i in range(0, d.n_trials, self.batch_size)]
+                order = torch.randperm(d.n_trials, generator=generator).to(d.encod.device)
+                own += [order[i:i + size] for i in range(0, stop, size)]
             plan += [(s, idx) for idx in own[:count]]
         for j in torch.randperm(len(plan), generator=generator).tolist():
             s, idx = plan[j]
-            yield _batch(self.data[s], idx)
+            yield _batch(self.data[s], idx, self.device)
 
 
-def _batch(data: TensorSplit, idx: Tensor) -> Batch:
-    mask = data.mask[idx]
-    return Batch(encod=data.encod[idx], recon=data.recon[idx], loss_mask=mask,
+def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device] = None) -> Batch:
+    move = (lambda t: t) if device is None or data.encod.device == device else \
+        (lambda t: t.to(device, non_blocking=True))  # noqa: E731
+    mask = move(data.mask[idx])
+    return Batch(encod=move(data.encod[idx]), recon=move(data.recon[idx]), loss_mask=mask,
                  grad_mask=torch.ones_like(mask, dtype=torch.bool),
-                 ext=data.ext[idx] if data.ext is not None else None,
+                 ext=move(data.ext[idx]) if data.ext is not None else None,
                  session=data.session, index=idx)

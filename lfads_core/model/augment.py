@@ -30,7 +30,8 @@ class CoordinatedDropout(Augmentation):
         if not ctx.training or self.rate <= 0.0:
             return batch
         x = batch.encod
-        kept = torch.rand(x.shape, generator=ctx.generator, device=x.device) >= self.rate
+        # Drawn on the CPU (ctx.generator is a CPU generator: the same masks on any device).
+        kept = torch.rand(x.shape, generator=ctx.generator).to(x.device, non_blocking=True) >= self.rate
         encod = x * kept / (1.0 - self.rate)
         _, t_e, n_e = x.shape
         grad = batch.grad_mask.clone()

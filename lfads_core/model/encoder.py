@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..components import Encoder
 from ..protocols import EncoderOutput
 from ..spec.validators import ge
+from .dropout import dropout as drop
 from .gru import StackedGRU
 
 
@@ -58,11 +59,11 @@ class BiGRUEncoder(Encoder):
             self.to_ic.weight.normal_(0.0, 1.0 / math.sqrt(2 * config.ic_enc_dim))
             self.to_ic.bias.zero_()
 
-    def forward(self, x: Tensor, recon_len: int, dropout: float) -> EncoderOutput:
+    def forward(self, x: Tensor, recon_len: int, dropout: float | Tensor) -> EncoderOutput:
         """``x`` [B, T_e, D] -> :class:`EncoderOutput` (ci [B, recon_len, 2H_ci] or None)."""
         cfg = self.config
         bsz, steps, _ = x.shape
-        x = F.dropout(x, dropout, self.training).transpose(0, 1)  # time-major [T_e, B, D]
+        x = drop(x, dropout, self.training).transpose(0, 1)  # time-major [T_e, B, D]
         t_ic = min(cfg.ic_enc_seq_len or steps, steps)
         rev = x.flip(0)
         ic_bwd_in = x[:t_ic].flip(0)
@@ -76,7 +77,7 @@ class BiGRUEncoder(Encoder):
             ic_last = self.rnn(torch.stack([x[:t_ic], ic_bwd_in]))[-1]
             ci_states = self.ci_rnn(torch.stack([x, rev])) if self.use_ci else None
         h_ic = torch.cat([ic_last[0], ic_last[1]], dim=-1)
-        mean, logvar = self.to_ic(F.dropout(h_ic, dropout, self.training)).chunk(2, dim=-1)
+        mean, logvar = self.to_ic(drop(h_ic, dropout, self.training)).chunk(2, dim=-1)
         std = torch.sqrt(torch.exp(logvar) + cfg.ic_post_var_min)
         ci = None
         if self.use_ci:

@@ -30,9 +30,11 @@ def _normal_(w: Tensor, fan_in: int) -> None:
         w.normal_(0.0, 1.0 / math.sqrt(max(fan_in, 1)))
 
 
-def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor, active: bool) -> Optional[Tensor]:
-    """Scaled dropout masks (1/(1-p) or 0) for a whole sequence at once, or None when off."""
-    if not active or p <= 0.0:
+def dropout_masks(shape: tuple[int, ...], p: float | Tensor, like: Tensor, active: bool
+                  ) -> Optional[Tensor]:
+    """Scaled dropout masks (1/(1-p) or 0) for a whole sequence at once, or None when off. ``p``
+    may be a 0-d tensor (a graph-captured step): then masks are always drawn."""
+    if not active or (not isinstance(p, Tensor) and p <= 0.0):
         return None
     keep = torch.rand(shape, dtype=like.dtype, device=like.device) >= p  # faster than bernoulli_
     return keep.to(like.dtype) / (1.0 - p)
@@ -89,7 +91,7 @@ class GRUGenerator(Generator):
         return (self.w_fac / self.w_fac.norm(dim=1, keepdim=True)).t()
 
     def forward(self, ic: Tensor, ci: Optional[Tensor], ext: Optional[Tensor], recon_len: int,
-                sample: bool, dropout: float, repeats: int = 1) -> GeneratorOutput:
+                sample: bool, dropout: float | Tensor, repeats: int = 1) -> GeneratorOutput:
         """``ic`` [B, Z]; ``ci`` [B / repeats, T_r, C_in] or None; ``ext`` [B / repeats, T_r, E]
         or None. With ``repeats`` > 1 each trial's ``ci``/``ext`` drive ``repeats`` consecutive
         rows of ``ic`` (posterior samples); their projections are computed once per trial."""

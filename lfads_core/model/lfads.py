@@ -90,7 +90,10 @@ class LFADS(nn.Module):
             terms["kl_co"] = self.co_prior.kl(out.co_means, out.co_stds).mean()
         else:
             terms["kl_co"] = torch.zeros((), device=nll.device)
-        terms["penalty"] = recon.penalty()
+        penalty = recon.penalty()
+        if penalty.device != nll.device:  # a constant (e.g. the default zero) made on the CPU
+            penalty = torch.full((), float(penalty), device=nll.device)
+        terms["penalty"] = penalty
         with torch.no_grad():
             for name, value in recon.epoch_metrics(out.params, batch.recon, weight).items():
                 terms[f"metric_{name}"] = value.reshape(())

@@ -19,6 +19,7 @@ from ..assembly import load_data, make_model, set_threads
 from ..data.batches import to_tensors
 from ..data.h5 import Dataset
 from ..data.sessions import fingerprint, is_multisession
+from ..device import resolve_device
 from ..errors import RunDirError
 from ..model.lfads import LFADS
 from ..rundir import SPEC_FILE, read_init_cache
@@ -180,8 +181,9 @@ def _plot_training(run_dir: Path, enabled: bool) -> None:
 
 
 def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
-           log: Callable[[str], None] = print) -> dict:
-    """``lfads-run sample RUN_DIR``: posterior-sample again from the best checkpoint."""
+           log: Callable[[str], None] = print, device: str = "auto") -> dict:
+    """``lfads-run sample RUN_DIR``: posterior-sample again from the best checkpoint, on
+    ``device`` (``auto``: a GPU when there is one; checkpoints of any device load)."""
     run_dir = Path(run_dir)
     saved = run_dir / SPEC_FILE
     if not saved.exists():
@@ -196,4 +198,5 @@ def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
     set_threads(spec.train.threads)
     sessions = load_data(spec)
     model, _ = make_model(spec, sessions, read_init_cache(run_dir, fingerprint([d.path for d in sessions])))
+    model.to(resolve_device(device))
     return write_outputs(run_dir, spec, sessions, model, log)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional, Union
 
 import attrs
 
-from .validators import finite, ge, gt, one_of, unit_interval
+from .validators import finite, ge, gt, matches, one_of, unit_interval
 
 
 @attrs.frozen
@@ -140,12 +140,18 @@ class TrainSpec:
     nan: NanSpec = attrs.Factory(NanSpec)
     seed: int = 0
     threads: Optional[int] = attrs.field(default=None, validator=ge(1))
+    # auto: the first CUDA device when there is one, else the CPU; cpu; cuda; cuda:N.
+    device: str = attrs.field(default="auto", validator=matches(r"auto|cpu|cuda|cuda:\d+",
+                                                                 "auto, cpu, cuda or cuda:N"))
+    # On CUDA, capture the training step once as a CUDA graph and replay it (auto/on), or not.
+    cuda_graphs: str = attrs.field(default="auto", validator=one_of("auto", "on", "off"))
 
 
 @attrs.frozen
 class SamplingSpec:
     num_samples: int = attrs.field(default=50, validator=ge(1))
-    batch_size: int = attrs.field(default=2048, validator=ge(1))
+    # Trial-samples per forward pass at most; null: as many as a memory budget allows.
+    batch_size: Optional[int] = attrs.field(default=None, validator=ge(1))
     seed: int = 0
     plots: bool = True
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 
-__all__ = ["FieldError", "ge", "gt", "within", "one_of", "unit_interval", "finite"]
+__all__ = ["FieldError", "ge", "gt", "within", "one_of", "matches", "unit_interval", "finite"]
 
 
 class FieldError(ValueError):
@@ -93,6 +94,17 @@ def one_of(*choices):
             if close:
                 message += f"; did you mean {close[0]!r}?"
         raise FieldError(attribute.name, message)
+    return validate
+
+
+def matches(pattern: str, expected: str):
+    """A string matching the regular expression ``pattern`` in full; the message says
+    ``expected`` (e.g. ``must be auto, cpu, cuda or cuda:N, got 'gpu'``)."""
+    compiled = re.compile(pattern)
+
+    def validate(_, attribute, value):
+        if not (isinstance(value, str) and compiled.fullmatch(value)):
+            raise FieldError(attribute.name, f"must be {expected}, got {value!r}")
     return validate
 
 

@@ -24,9 +24,13 @@ from ..data.batches import BatchSource, SplitBatches, TensorSplit
 from ..errors import TrainingError
 from ..model.lfads import LFADS
 from ..spec.schema import TrainSpec
+from .graphs import StepGraphs
 from .schedules import plateau_step, ramp, smooth
 
 L2_KEYS = {"gen": "gen_scale", "con": "con_scale", "ic_enc": "ic_enc_scale", "ci_enc": "ci_enc_scale"}
+# Hyperparameter -> the loss scale (Trainer.scales) it sets.
+SCALE_OF = {"train.kl.ic_scale": "kl_ic", "train.kl.co_scale": "kl_co",
+            **{f"train.l2.{v}": k for k, v in L2_KEYS.items()}}
 
 
 class NonFiniteLoss(Exception):
@@ -49,14 +53,25 @@ def augmentation_seed(seed: int, index: int) -> int:
 class Trainer:
     def __init__(self, model: LFADS, augmentations: list, train: BatchSource | TensorSplit,
                  valid: BatchSource | TensorSplit, spec: TrainSpec, batch_size: Optional[int] = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, graphs: bool = False):
         """``train``/``valid``: where each epoch's batches come from (a :class:`BatchSource`), or
-        one session's :class:`TensorSplit` batched by ``batch_size``."""
+        one session's :class:`TensorSplit` batched by ``batch_size``. The model and the batches
+        are on the device to train on. ``graphs`` (CUDA only): capture each session's training
+        step as a CUDA graph and replay it (:mod:`.graphs`); batches must then have one size per
+        session (the sources drop ragged last batches)."""
         self.model, self.augmentations, self.spec = model, augmentations, spec
         self.train_batches, self.valid_batches = _source(train, batch_size), _source(valid, batch_size)
         self.log = log
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=spec.adam_eps,
-                                          weight_decay=spec.weight_decay)
+        self.device = next(model.parameters()).device
+        self.graphs: Optional[StepGraphs] = StepGraphs(self._step, log) if graphs else None
+        # On the CPU a non-finite loss is caught at its batch; on CUDA at the end of the epoch
+        # (reading it at every batch would wait for the device each time).
+        self.check_each_batch = self.device.type == "cpu"
+        self.capturable = graphs
+        self.lr_tensor = torch.tensor(spec.lr, device=self.device) if graphs else None
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr_tensor if graphs else spec.lr,
+                                          eps=spec.adam_eps, weight_decay=spec.weight_decay,
+                                          capturable=graphs)
         self.hparams: dict[str, float] = {
             "train.lr": spec.lr,
             "model.dropout_rate": model.dropout_rate,
@@ -67,6 +82,13 @@ class Trainer:
         for i, aug in enumerate(augmentations):
             for name in getattr(aug, "hyperparameters", ()):
                 self.hparams[f"model.augmentations.{i}.{name}"] = float(getattr(aug, name))
+        # What the loss reads of the hyperparameters and ramps: 0-d tensors on the device, changed
+        # in place, so a captured graph reads the current values.
+        self.scales = {k: torch.zeros((), device=self.device)
+                       for k in ("kl_ic", "kl_co", "kl_ramp", "l2_ramp", *L2_KEYS)}
+        if graphs:
+            self.model.dropout_rate = torch.tensor(float(model.dropout_rate), device=self.device)
+        self.set_hparams(dict(self.hparams))
         self.epoch = 0
         self.history: list[dict] = []
         self.smoothed: Optional[float] = None
@@ -88,66 +110,101 @@ class Trainer:
         for key, value in values.items():
             if key not in self.hparams:
                 raise KeyError(f"unknown hyperparameter '{key}' (known: {', '.join(self.hparams)})")
-            self.hparams[key] = float(value)
+            self.hparams[key] = value = float(value)
             if key == "train.lr":
-                for group in self.optimizer.param_groups:
-                    group["lr"] = float(value)
+                self._apply_lr()
             elif key == "model.dropout_rate":
-                self.model.dropout_rate = float(value)
+                if isinstance(self.model.dropout_rate, torch.Tensor):
+                    self.model.dropout_rate.fill_(value)
+                else:
+                    self.model.dropout_rate = value
             elif key.startswith("model.augmentations."):
                 _, _, index, name = key.split(".")
-                setattr(self.augmentations[int(index)], name, float(value))
+                setattr(self.augmentations[int(index)], name, value)
+            else:  # a loss scale
+                self.scales[SCALE_OF[key]].fill_(value)
+
+    def _apply_lr(self) -> None:
+        """The learning rate into every parameter group (a device tensor changed in place when
+        the step is a graph: the captured Adam reads it)."""
+        lr = self.hparams["train.lr"]
+        if self.lr_tensor is not None:
+            self.lr_tensor.fill_(lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_tensor if self.lr_tensor is not None else lr
 
     @property
     def ramp_end(self) -> int:
         return max(self.spec.kl.ramp_epochs, self.spec.l2.ramp_epochs)
 
     # -- one pass --------------------------------------------------------------------------
-    def _total(self, terms: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
-        hp, spec = self.hparams, self.spec
-        kl = hp["train.kl.ic_scale"] * terms["kl_ic"] + hp["train.kl.co_scale"] * terms["kl_co"]
-        return (terms["recon"] + ramp(epoch, spec.kl.ramp_epochs) * kl
-                + ramp(epoch, spec.l2.ramp_epochs) * self._weighted_l2(terms) + terms["penalty"])
+    def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unscaled loss from the terms, with the scales and ramps of :attr:`scales`."""
+        sc = self.scales
+        kl = sc["kl_ic"] * terms["kl_ic"] + sc["kl_co"] * terms["kl_co"]
+        l2 = sum((sc[k[3:]] * v for k, v in terms.items() if k.startswith("l2_") and k[3:] in L2_KEYS),
+                 torch.zeros((), device=self.device))
+        return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * l2 + terms["penalty"]
 
-    def _weighted_l2(self, terms: dict) -> torch.Tensor | float:
-        """Σ_k λ_k · L2_k over the groups with a scale (tensors or floats)."""
+    def _weighted_l2(self, terms: dict) -> float:
+        """Σ_k λ_k · L2_k over the groups with a scale (epoch averages)."""
         return sum(self.hparams[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in terms.items()
                    if k.startswith("l2_") and k[3:] in L2_KEYS)
+
+    def _step(self, batch, training: bool = True) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+        """Forward and loss terms (``loss``: the total); when training also backward, clipping
+        and the optimizer step. Returns (terms, gradient norm or None). No host reads: on CUDA
+        this is what a graph captures."""
+        model = self.model
+        out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
+        terms = model.losses(out, batch)
+        total = terms["loss"] = self._total(terms)
+        norm = None
+        if training:
+            self.optimizer.zero_grad(set_to_none=True)
+            (total * self.spec.loss_scale).backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.spec.grad_clip)
+            self.optimizer.step()
+        return terms, norm
 
     def _pass(self, training: bool) -> dict[str, float]:
         model, source = self.model, self.train_batches if training else self.valid_batches
         model.train(training)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         count = 0
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
         gen = self.data_rng if training else None
         with torch.set_grad_enabled(training):
             for batch in source(gen):
                 for aug, rng in zip(self.augmentations, self.aug_rngs):
                     batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
-                out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
-                terms = model.losses(out, batch)
-                total = self._total(terms, self.epoch)
-                if not torch.isfinite(total):
+                if training and self.graphs is not None:
+                    terms, norm = self.graphs.step(batch)
+                else:
+                    terms, norm = self._step(batch, training)
+                finite = torch.isfinite(terms["loss"])
+                if norm is not None:
+                    finite = finite & torch.isfinite(norm)
+                if self.check_each_batch and not bool(finite):
                     raise NonFiniteLoss()
-                if training:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    (total * self.spec.loss_scale).backward()
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.spec.grad_clip)
-                    if not torch.isfinite(norm):
-                        raise NonFiniteLoss()
-                    self.optimizer.step()
+                bad |= ~finite
                 n = batch.encod.shape[0]
                 count += n
-                terms["loss"] = total
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        return {k: v / count for k, v in sums.items()}
+                    sums[k] = sums[k] + v.detach() * n if k in sums else v.detach() * n
+        keys = list(sums)
+        values = torch.stack([sums[k].float().reshape(()) for k in keys] + [bad.float()]).tolist()
+        if values.pop():  # the epoch's one read of the device
+            raise NonFiniteLoss()
+        return {k: v / count for k, v in zip(keys, values)}
 
     def run_epoch(self) -> Optional[dict]:
         """Train and validate one epoch; returns its metrics row, or None if the epoch hit a
         non-finite loss and was rolled back (learning rate lowered)."""
         good = copy.deepcopy(self.state_dict())
         start = time.perf_counter()
+        self.scales["kl_ramp"].fill_(ramp(self.epoch, self.spec.kl.ramp_epochs))
+        self.scales["l2_ramp"].fill_(ramp(self.epoch, self.spec.l2.ramp_epochs))
         try:
             train = self._pass(True)
             valid = self._pass(False)
@@ -215,7 +272,10 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """The whole training state; loadable on any device (the learning rate a float)."""
+        optimizer = self.optimizer.state_dict()
+        optimizer["param_groups"] = [{**g, "lr": float(g["lr"])} for g in optimizer["param_groups"]]
+        return {"model": self.model.state_dict(), "optimizer": optimizer,
                 "hparams": dict(self.hparams), "epoch": self.epoch, "history": list(self.history),
                 "smoothed": self.smoothed, "best": self.best, "best_epoch": self.best_epoch,
                 "since_best": self.since_best, "plateau": (self.plateau_best, self.plateau_bad),
@@ -224,8 +284,8 @@ class Trainer:
                 "aug_rngs": [g.get_state() for g in self.aug_rngs]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # never alias the source
+        self.model.load_state_dict(state["model"])  # in place: a captured graph stays valid
+        self._load_optimizer(state["optimizer"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.smoothed, self.best, self.best_epoch = state["smoothed"], state["best"], state["best_epoch"]
         self.since_best = state["since_best"]
@@ -243,3 +303,24 @@ class Trainer:
             self.stop_reason = None  # patience was raised: go on
         # After the optimizer state: every hyperparameter, the learning rate included, takes effect.
         self.set_hparams(state["hparams"])
+
+    def _load_optimizer(self, saved: dict) -> None:
+        """The optimizer state of any device, as this optimizer keeps it (capturable or not).
+        With captured graphs the state tensors are overwritten in place (the graphs read them);
+        where the saved state does not match their layout the graphs are captured again."""
+        saved = copy.deepcopy(saved)  # never alias the source
+        for group in saved["param_groups"]:
+            group["capturable"] = self.capturable
+        if self.graphs is not None and self.graphs.captured:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            current = [self.optimizer.state.get(p, {}) for p in params]
+            states = saved["state"]
+            if all(set(states.get(i, {})) == set(cur) for i, cur in enumerate(current)):
+                with torch.no_grad():
+                    for i, cur in enumerate(current):
+                        for k, v in states.get(i, {}).items():
+                            cur[k].copy_(v)
+                return
+            self.graphs.reset()
+        self.optimizer.load_state_dict(saved)
+        self._apply_lr()

@@ -7,7 +7,7 @@ import pytest
 from lfads_emg.synth import TRUTH_UNITS, condition_average_r2, make_emg, r2
 
 SPLITS = ("train", "valid")
-PER_SPLIT = ("encod_data", "recon_data", "truth", "latents", "inds", "conditions")
+PER_SPLIT = ("encod_data", "recon_data", "truth", "latents", "inds", "cond")
 SMALL = dict(n_conditions=6, trials_per_condition=10, n_bins=40)
 
 

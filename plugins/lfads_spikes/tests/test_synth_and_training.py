@@ -42,7 +42,7 @@ def test_keys_shapes_and_truth_are_make_lorenz_s():
         assert x.shape == (trials, 20, 8) and x.dtype == np.float32
         assert np.array_equal(x, data[f"{split}_recon_data"])
         assert np.array_equal(x, np.round(x)) and x.min() >= 0
-        for key in ("truth", "latents", "inds", "conditions"):
+        for key in ("truth", "latents", "inds", "cond"):
             assert np.array_equal(data[f"{split}_{key}"], lorenz[f"{split}_{key}"])
     assert data.attrs["generator"] == "lorenz_overdispersed" and data.attrs["dispersion"] == 1.5
     assert data.attrs["bin_size_ms"] == 10.0

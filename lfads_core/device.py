@@ -1,0 +1,45 @@
+"""Where a run computes: ``train.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) resolved to a
+:class:`torch.device`, and whether the training step runs as a captured CUDA graph
+(``train.cuda_graphs``)."""
+
+from __future__ import annotations
+
+
+import torch
+
+from .errors import SpecError
+
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU. Asking for CUDA where
+    there is none (or for a device index that does not exist) is a one-line SpecError."""
+    if name == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA device is visible")
+        raise SpecError(f"train.device: {name} asked for, but {why} (torch {torch.__version__}); "
+                        f"use train.device: cpu or auto")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise SpecError(f"train.device: {name} asked for, but there {'is' if count == 1 else 'are'} "
+                        f"only {count} CUDA device{'s' if count != 1 else ''} (cuda:0"
+                        f"{f' to cuda:{count - 1}' if count > 1 else ''})")
+    return torch.device("cuda", index)
+
+
+def describe(device: torch.device) -> str:
+    """One line for logs: ``cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB)`` or ``cpu``."""
+    if device.type != "cuda":
+        return str(device)
+    props = torch.cuda.get_device_properties(device)
+    return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+
+
+def use_graphs(setting: str, device: torch.device) -> bool:
+    """``auto`` and ``on``: graphs on CUDA; ``off``: never. On the CPU there are no graphs."""
+    return device.type == "cuda" and setting in ("auto", "on")

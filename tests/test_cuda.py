@@ -1,0 +1,193 @@
+"""Training and sampling on a CUDA device, and the training step as a CUDA graph.
+
+Skipped where there is no CUDA device (run on the GPU machine). The device-independent parts
+(``train.device`` resolution and its errors) are tested on the CPU at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lfads_core.assembly import load_data, make_model
+from lfads_core.data.batches import batches, to_tensors
+from lfads_core.data.synth import make_lorenz, write_h5
+from lfads_core.device import resolve_device, use_graphs
+from lfads_core.errors import SpecError
+from lfads_core.output.sample import posterior_sample
+from lfads_core.run import training_batches
+from lfads_core.spec.load import load_spec
+from lfads_core.train.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device on this machine")
+SMALL = ["model.encoder.ic_enc_dim=16", "model.encoder.ci_enc_dim=8", "model.encoder.ic_dim=8",
+         "model.generator.gen_dim=32", "model.generator.con_dim=8", "model.generator.co_dim=2",
+         "model.generator.fac_dim=8", "data.batch_size=32", "train.kl.ramp_epochs=0",
+         "train.l2.ramp_epochs=0"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cuda")
+    data = tmp / "lorenz.h5"
+    write_h5(make_lorenz(seed=0, n_conditions=8, trials_per_condition=10, n_bins=30, n_neurons=12), data)
+    spec = load_spec(REPO / "examples" / "lorenz.yaml", [f"data.path={data}", *SMALL], out=str(tmp / "run"))
+    return spec, load_data(spec)
+
+
+def _no_noise(spec):
+    """The spec without dropout or coordinated dropout (for exact comparisons)."""
+    import attrs
+
+    model = attrs.evolve(spec.model, dropout_rate=0.0, augmentations=[])
+    return attrs.evolve(spec, model=model)
+
+
+def _deterministic(model):
+    """Training steps without posterior sampling (equal random-free steps on any device)."""
+    forward = model.forward
+    model.forward = lambda *a, **k: forward(*a, **{**k, "sample": False})
+    return model
+
+
+def _trainer(spec, sessions, device, graphs, deterministic=False):
+    model, augs = make_model(spec, sessions)
+    if deterministic:
+        _deterministic(model)
+    model.to(device)
+    train, valid = training_batches(spec, sessions, torch.device(device), drop_last=graphs)
+    return Trainer(model, augs, train, valid, spec.train, log=lambda s: None, graphs=graphs)
+
+
+@needs_cuda
+def test_loss_and_gradients_agree_on_cpu_and_cuda(setup):
+    spec, sessions = setup
+    spec = _no_noise(spec)
+    grads = {}
+    for device in ("cpu", "cuda"):
+        model, _ = make_model(spec, sessions)
+        model.to(device)
+        batch = next(batches(to_tensors(sessions[0].train, device=torch.device(device)), 16))
+        out = model(batch.encod, sample=False)
+        terms = model.losses(out, batch)
+        loss = terms["recon"] + terms["kl_ic"] * 1e-3
+        loss.backward()
+        grads[device] = (float(loss), {n: p.grad.detach().cpu() for n, p in model.named_parameters()
+                                       if p.grad is not None})
+    (l_cpu, g_cpu), (l_gpu, g_gpu) = grads["cpu"], grads["cuda"]
+    assert l_gpu == pytest.approx(l_cpu, rel=1e-5)
+    assert g_cpu.keys() == g_gpu.keys()
+    for name in g_cpu:
+        torch.testing.assert_close(g_gpu[name], g_cpu[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+@needs_cuda
+def test_graph_replay_equals_eager_without_dropout(setup):
+    spec, sessions = setup
+    spec = _no_noise(spec)
+    eager = _trainer(spec, sessions, "cuda", graphs=False, deterministic=True)
+    graph = _trainer(spec, sessions, "cuda", graphs=True, deterministic=True)
+    # Same batches in both: the eager one drops ragged batches too.
+    eager.train_batches.drop_last = True
+    for _ in range(2):  # 2 epochs of 2 steps: warm-up, capture, replays
+        a, b = eager.run_epoch(), graph.run_epoch()
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert graph.graphs.captured and not graph.graphs.failed
+    for (name, p), q in zip(eager.model.named_parameters(), graph.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@needs_cuda
+def test_hyperparameter_changes_take_effect_in_a_replayed_graph(setup):
+    spec, sessions = setup
+    tr = _trainer(_no_noise(spec), sessions, "cuda", graphs=True, deterministic=True)
+    tr.run_epoch()
+    tr.run_epoch()
+    assert tr.graphs.captured
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    tr.set_hparams({"train.lr": 0.0})
+    tr.run_epoch()  # replays only: with lr 0 nothing moves
+    for p, q in zip(before, tr.model.parameters()):
+        assert torch.equal(p, q)
+    assert float(tr.optimizer.param_groups[0]["lr"]) == 0.0
+    tr.set_hparams({"train.lr": 0.004, "train.kl.ic_scale": 0.5, "train.kl.co_scale": 0.0,
+                    "train.l2.gen_scale": 0.0, "train.l2.con_scale": 0.0})
+    row = tr.run_epoch()
+    assert any(not torch.equal(p, q) for p, q in zip(before, tr.model.parameters()))
+    # The replayed loss used the new KL scale: loss = recon + 0.5 kl_ic (+ penalty 0).
+    assert row["train_loss"] == pytest.approx(row["train_recon"] + 0.5 * row["train_kl_ic"], rel=1e-4)
+    tr.set_hparams({"model.dropout_rate": 0.5})  # a device tensor: the graph draws masks with it
+    assert float(tr.model.dropout_rate) == 0.5
+    assert tr.run_epoch() is not None
+
+
+@needs_cuda
+def test_resume_across_devices(setup):
+    spec, sessions = setup
+    gpu = _trainer(spec, sessions, "cuda", graphs=True)
+    gpu.run_epoch()
+    gpu.run_epoch()
+    state = copy.deepcopy(gpu.state_dict())
+    cpu = _trainer(spec, sessions, "cpu", graphs=False)
+    cpu.load_state_dict(state)
+    assert cpu.epoch == 2 and cpu.optimizer.param_groups[0]["lr"] == pytest.approx(spec.train.lr)
+    assert cpu.run_epoch() is not None
+    back = _trainer(spec, sessions, "cuda", graphs=True)
+    back.load_state_dict(copy.deepcopy(cpu.state_dict()))
+    row = back.run_epoch()
+    assert row is not None and row["epoch"] == 4
+    for p, q in zip(cpu.model.parameters(), back.model.parameters()):
+        assert p.device.type == "cpu" and q.device.type == "cuda"
+
+
+@needs_cuda
+def test_sampling_on_cuda_matches_cpu_up_to_sampling_noise(setup):
+    spec, sessions = setup
+    model, _ = make_model(spec, sessions)
+    split = to_tensors(sessions[0].valid)
+    cpu = posterior_sample(model, split, 200)
+    model.to("cuda")
+    gpu = posterior_sample(model, split, 200)
+    for key in ("output_params", "factors"):
+        a, b = cpu[key], gpu[key]
+        r2 = 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()
+        assert r2 > 0.99, (key, r2)
+    np.testing.assert_allclose(gpu["ic_mean"], cpu["ic_mean"], rtol=1e-4, atol=1e-5)
+
+
+@needs_cuda
+def test_cli_run_on_cuda_with_graphs(setup, tmp_path):
+    spec, _ = setup
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(REPO / "examples" / "lorenz.yaml"),
+                          "--set", f"data.path={spec.data.path}", *[x for s in SMALL for x in ("--set", s)],
+                          "--set", "train.max_epochs=3", "--set", "sampling.num_samples=5",
+                          "--device", "cuda", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "CUDA graphs" in res.stdout and "warning" not in res.stdout, res.stdout
+    assert (tmp_path / "run" / "lfads_output.h5").exists()
+
+
+# -- on any machine -------------------------------------------------------------------------
+def test_device_resolution_and_errors(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == (torch.device("cuda:0") if CUDA else torch.device("cpu"))
+    assert not use_graphs("on", torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SpecError, match="train.device: cuda asked for, but"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SpecError, match=r"cuda:3 asked for, but there is only 1 CUDA device"):
+        resolve_device("cuda:3")
