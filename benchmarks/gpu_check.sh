@@ -1,0 +1,16 @@
+#!/bin/bash
+# The CUDA checks, on the lent GPU machine (no package registry there; ../shared/LIBRARIES.md):
+# install from the carried wheels (.whl/: cattrs, typing_extensions), then the CUDA tests and the
+# speed benchmark on the GPU. Writes cuda_tests.txt and speed.txt into $OUT.
+set -u
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT" /tmp/site
+python3 -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site MPLBACKEND=Agg
+for p in . plugins/lfads_spikes lfads_calcium lfads_emg plugins/lfads_multisession; do
+  python3 -m pip install --quiet --no-deps --no-build-isolation -e "$p" >/dev/null 2>&1 || echo "install of $p failed"
+done
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -x 2>&1 | tail -40 | tee "$OUT/cuda_tests.txt"
+timeout "${BENCH_TIMEOUT:-200}" python3 benchmarks/train_speed.py --device cuda --epochs "${EPOCHS:-5}" 2>&1 | tail -30 | tee "$OUT/speed.txt"
