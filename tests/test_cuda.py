@@ -131,6 +131,25 @@ def test_hyperparameter_changes_take_effect_in_a_replayed_graph(setup):
 
 
 @needs_cuda
+def test_non_finite_loss_in_a_graph_rolls_back_the_epoch(setup):
+    spec, sessions = setup
+    tr = _trainer(spec, sessions, "cuda", graphs=True)
+    tr.run_epoch()
+    tr.run_epoch()
+    assert tr.graphs.captured
+    good = [p.detach().clone() for p in tr.model.parameters()]
+    with torch.no_grad():
+        next(tr.model.generator.parameters()).fill_(float("nan"))
+    assert tr.run_epoch() is None  # caught at the end of the epoch, rolled back to its start
+    assert tr.nan_recoveries == 1 and tr.epoch == 2
+    for p, q in zip(good, tr.model.parameters()):
+        assert torch.equal(p, q)
+    assert float(tr.optimizer.param_groups[0]["lr"]) == pytest.approx(spec.train.lr * spec.train.nan.lr_factor)
+    row = tr.run_epoch()  # the same graphs go on from the restored state
+    assert row is not None and np.isfinite(row["train_loss"]) and not tr.graphs.failed
+
+
+@needs_cuda
 def test_resume_across_devices(setup):
     spec, sessions = setup
     gpu = _trainer(spec, sessions, "cuda", graphs=True)
@@ -154,13 +173,14 @@ def test_sampling_on_cuda_matches_cpu_up_to_sampling_noise(setup):
     spec, sessions = setup
     model, _ = make_model(spec, sessions)
     split = to_tensors(sessions[0].valid)
-    cpu = posterior_sample(model, split, 200)
+    cpu = posterior_sample(model, split, 200, seed=0)
+    cpu_again = posterior_sample(model, split, 200, seed=1)  # the sampling noise between two draws
     model.to("cuda")
-    gpu = posterior_sample(model, split, 200)
+    gpu = posterior_sample(model, split, 200, seed=0)
+    r2 = lambda a, b: 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()  # noqa: E731
     for key in ("output_params", "factors"):
-        a, b = cpu[key], gpu[key]
-        r2 = 1 - ((a - b) ** 2).sum() / ((a - a.mean()) ** 2).sum()
-        assert r2 > 0.99, (key, r2)
+        noise = r2(cpu[key], cpu_again[key])
+        assert r2(cpu[key], gpu[key]) > noise - 0.03, (key, r2(cpu[key], gpu[key]), noise)
     np.testing.assert_allclose(gpu["ic_mean"], cpu["ic_mean"], rtol=1e-4, atol=1e-5)
 
 

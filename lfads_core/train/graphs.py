@@ -1,4 +1,5 @@
-"""The training step captured as CUDA graphs: one per session (and batch shape), replayed.
+"""The training step captured as CUDA graphs: one per session and batch shape (and one for each
+validation batch shape), replayed.
 
 A captured step (forward, loss, backward, clipping, Adam) runs as one graph launch instead of
 thousands of small kernels. What it reads must stay where it was at capture: each batch is copied
@@ -22,8 +23,8 @@ WARMUP = 3
 FIELDS = ("encod", "recon", "loss_mask", "grad_mask", "ext")
 
 
-def _shape(batch: Batch) -> tuple:
-    return (batch.session,) + tuple(None if getattr(batch, f) is None else tuple(getattr(batch, f).shape)
+def _shape(batch: Batch, training: bool) -> tuple:
+    return (training, batch.session) + tuple(None if getattr(batch, f) is None else tuple(getattr(batch, f).shape)
                                     for f in FIELDS)
 
 
@@ -35,7 +36,7 @@ class _Graph:
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.out = None
 
-    def run(self, batch: Batch, step: Callable):
+    def run(self, batch: Batch, step: Callable, training: bool):
         for f in FIELDS:
             if getattr(batch, f) is not None:
                 getattr(self.static, f).copy_(getattr(batch, f), non_blocking=True)
@@ -44,21 +45,22 @@ class _Graph:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                out = step(self.static)
+                out = step(self.static, training)
             torch.cuda.current_stream().wait_stream(side)
             return out
         if self.graph is None:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self.out = step(self.static)
+                self.out = step(self.static, training)
             self.graph = graph
         self.graph.replay()
         return self.out
 
 
 class StepGraphs:
-    """``step(batch)`` runs ``step_fn(batch)`` (returning tensors) through the graph of the
-    batch's session and shape. Batches of a shape not seen before get a graph of their own."""
+    """``step(batch, training)`` runs ``step_fn(batch, training)`` (returning tensors) through
+    the graph of the batch's session and shape: a training step (forward, backward, optimizer)
+    or a validation forward pass. Batches of a shape not seen before get a graph of their own."""
 
     def __init__(self, step_fn: Callable, log: Callable[[str], None] = print):
         self.step_fn, self.log = step_fn, log
@@ -73,19 +75,19 @@ class StepGraphs:
         """Forget the graphs (captured again from the next steps)."""
         self.graphs.clear()
 
-    def step(self, batch: Batch):
+    def step(self, batch: Batch, training: bool = True):
         if self.failed:
-            return self.step_fn(batch)
-        key = _shape(batch)
+            return self.step_fn(batch, training)
+        key = _shape(batch, training)
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = _Graph(batch)
         try:
-            return graph.run(batch, self.step_fn)
+            return graph.run(batch, self.step_fn, training)
         except Exception as exc:  # noqa: BLE001 - any capture failure: train eagerly instead
             self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self.graphs.clear()
             torch.cuda.synchronize()
             self.log(f"warning: the training step cannot be captured as a CUDA graph "
                      f"({self.failed}); training without graphs (train.cuda_graphs: off hides this)")
-            return self.step_fn(batch)
+            return self.step_fn(batch, training)

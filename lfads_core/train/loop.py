@@ -165,7 +165,7 @@ class Trainer:
             (total * self.spec.loss_scale).backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.spec.grad_clip)
             self.optimizer.step()
-        return terms, norm
+        return {k: v.detach() for k, v in terms.items()}, norm
 
     def _pass(self, training: bool) -> dict[str, float]:
         model, source = self.model, self.train_batches if training else self.valid_batches
@@ -178,8 +178,8 @@ class Trainer:
             for batch in source(gen):
                 for aug, rng in zip(self.augmentations, self.aug_rngs):
                     batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
-                if training and self.graphs is not None:
-                    terms, norm = self.graphs.step(batch)
+                if self.graphs is not None:
+                    terms, norm = self.graphs.step(batch, training)
                 else:
                     terms, norm = self._step(batch, training)
                 finite = torch.isfinite(terms["loss"])
