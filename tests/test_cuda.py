@@ -138,13 +138,19 @@ def test_non_finite_loss_in_a_graph_rolls_back_the_epoch(setup):
     tr.run_epoch()
     assert tr.graphs.captured
     good = [p.detach().clone() for p in tr.model.parameters()]
-    with torch.no_grad():
-        next(tr.model.generator.parameters()).fill_(float("nan"))
+    source = tr.train_batches
+
+    def poisoned(generator):  # the second batch of the epoch holds NaN
+        for i, batch in enumerate(source(generator)):
+            yield batch.replace(encod=batch.encod * float("nan")) if i == 1 else batch
+
+    tr.train_batches = poisoned
     assert tr.run_epoch() is None  # caught at the end of the epoch, rolled back to its start
     assert tr.nan_recoveries == 1 and tr.epoch == 2
     for p, q in zip(good, tr.model.parameters()):
         assert torch.equal(p, q)
     assert float(tr.optimizer.param_groups[0]["lr"]) == pytest.approx(spec.train.lr * spec.train.nan.lr_factor)
+    tr.train_batches = source
     row = tr.run_epoch()  # the same graphs go on from the restored state
     assert row is not None and np.isfinite(row["train_loss"]) and not tr.graphs.failed
 
