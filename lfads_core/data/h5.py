@@ -195,6 +195,19 @@ def truth_in_data_units(truth: np.ndarray, recon: np.ndarray, factor: float) -> 
     return candidates[int(np.argmin(gap))].astype(np.float32)
 
 
+def trailing_padding(nan: np.ndarray) -> bool:
+    """Whether the NaN of [trials, T, channels] only pad trials at their end: in each trial
+    every bin is observed in every channel or in none, and once a bin is NaN all later ones are
+    (a shorter trial; the core gives the model 0 there and masks it out of the loss). A trial
+    must keep at least its first bin."""
+    if nan.ndim != 3:
+        return False
+    whole = nan.all(axis=2)
+    if not np.array_equal(nan.any(axis=2), whole) or whole[:, 0].any():
+        return False
+    return bool(np.all(np.diff(whole.astype(np.int8), axis=1) >= 0))
+
+
 def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> list[str]:
     """Data must lie in the reconstruction's support (its ``check_data`` gets each split's
     [trials, T_r, N] recon array, NaN where unobserved); NaNs only with an augmentation for them.
@@ -208,9 +221,11 @@ def check_support(ds: Dataset, recon, allow_nan: bool, recon_name: str) -> list[
             nan = np.isnan(arr)
             if np.isinf(arr).any():
                 raise DataError(f"{ds.path}: {key} contains infinite values")
-            if nan.any() and not allow_nan:
-                raise DataError(f"{ds.path}: {key} contains {int(nan.sum())} NaN values and no "
-                                f"augmentation in model.augmentations handles NaN (such as sbtt from lfads-calcium: augmentations: [sbtt, ...])")
+            if nan.any() and not allow_nan and not trailing_padding(nan):
+                raise DataError(f"{ds.path}: {key} contains {int(nan.sum())} NaN values that are not "
+                                f"trailing padding (every channel NaN from some bin to the end of a "
+                                f"trial: a shorter trial) and no augmentation in model.augmentations "
+                                f"handles NaN (such as sbtt from lfads-calcium: augmentations: [sbtt, ...])")
             if kind == "recon":
                 problem = recon.check_data(arr)
                 if problem:
