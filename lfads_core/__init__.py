@@ -7,6 +7,8 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
   :class:`Readout`, :class:`Prior`, :class:`Reconstruction`, :class:`Augmentation`;
 - what flows through them: :class:`Batch`, :class:`EncoderOutput`, :class:`GeneratorOutput`,
   :class:`AugmentContext`, :class:`DataSizes`, :class:`DataStats`;
+- :func:`dropout` for encoders and generators (its rate may be a device tensor on a GPU);
+- :func:`dropout` for encoders and generators (its rate may be a device tensor on a GPU);
 - config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
   :data:`hookimpl`, :class:`Command`, :class:`SynthDataset`, and the argparse types :func:`positive_int` and
   :func:`positive_float` for their options (:mod:`lfads_core.hooks`);
@@ -32,6 +34,7 @@ _EXPORTS = {
     "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
     "positive_float": "hooks", "SessionData": "components", "InitContext": "components",
     "InitCache": "components", "load_spec": "spec.load", "load_session_data": "assembly",
+    "dropout": "model.dropout",
 }
 
 __all__ = sorted(_EXPORTS)
