@@ -217,3 +217,22 @@ def test_device_resolution_and_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(SpecError, match=r"cuda:3 asked for, but there is only 1 CUDA device"):
         resolve_device("cuda:3")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message where there is no CUDA device")
+def test_cli_cuda_without_cuda_is_one_line_and_validate_names_the_device(setup, tmp_path):
+    spec, _ = setup
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg"}
+    base = [sys.executable, "-m", "lfads_core.cli"]
+    args = [str(REPO / "examples" / "lorenz.yaml"), "--set", f"data.path={spec.data.path}",
+            *[x for s in SMALL for x in ("--set", s)]]
+    res = subprocess.run([*base, *args, "--device", "cuda", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1
+    assert "train.device: cuda asked for, but" in res.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
+    res = subprocess.run([*base, "validate", *args, "--device", "cpu"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "device: cpu (1 threads; train.device: cpu)" in res.stdout
