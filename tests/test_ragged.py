@@ -77,3 +77,23 @@ def test_ragged_trials_train_without_a_plugin(tmp_path):
     assert res.returncode == 0, res.stderr
     with h5py.File(tmp_path / "run" / "lfads_output.h5") as out:
         assert np.isfinite(out["train_output_params"][()]).all()
+
+
+def test_files_a_run_writes_follow_the_umask(tmp_path):
+    import os
+
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.output.write import write_output
+    from lfads_core.train.checkpoint import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=2, n_bins=5, n_neurons=2),
+                 tmp_path / "d.h5")
+        atomic_write_text(tmp_path / "s.json", "{}")
+        write_output(tmp_path / "o.h5", {"train": {"factors": np.zeros((1, 2, 2), np.float32)}},
+                     {"train": np.arange(1)}, {})
+    finally:
+        os.umask(old)
+    for name in ("d.h5", "s.json", "o.h5"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

@@ -26,12 +26,13 @@ float32 [trials, n_bins, 3]) or ``{split}_inputs`` (RNN, float32
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import h5py
 import numpy as np
+
+from ..files import temp_sibling
 
 __all__ = [
     "SynthData",
@@ -486,9 +487,7 @@ def write_h5(
         raise ValueError("write_h5 needs 'bin_size_ms' (in data.attrs or attrs)")
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+    fd, tmp_name = temp_sibling(path)
     os.close(fd)
     try:
         _write_h5_file(tmp_name, data, file_attrs)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import h5py
 import numpy as np
 
+from ..files import temp_sibling
+
 
 def write_output(path: str | os.PathLike, results: dict[str, dict[str, np.ndarray]],
                  inds: dict[str, np.ndarray], attrs: dict, units: Optional[str] = None) -> None:
     """``results[split][field]`` -> dataset ``{split}_{field}``; ``inds[split]`` -> ``{split}_inds``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_sibling(path)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

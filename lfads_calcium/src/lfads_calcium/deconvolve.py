@@ -357,6 +357,9 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # the mode the user's umask gives new files, not mkstemp's 0600
     os.close(fd)
     try:
         with h5py.File(in_path, "r") as src, h5py.File(tmp, "w") as dst:
