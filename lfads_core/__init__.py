@@ -1,5 +1,12 @@
 """lfads-core: LFADS and AutoLFADS in PyTorch, a minimal core extended through plugins.
 
+For users of a trained run (:mod:`lfads_core.api`)::
+
+    import lfads_core as lfads
+    run = lfads.load_run("runs/lorenz")      # a Run: .spec, .metrics, .summary, .sessions
+    out = run.infer(x, num_samples=50)       # x [trials, T_e, N_in] numpy -> an Inference
+    out.rates, out.factors, out.inputs       # [trials, T_r, N], [trials, T_r, F], [trials, T_r, U]
+
 The public API for plugin authors (docs/writing-plugins.md), imported lazily so that
 ``import lfads_core`` stays light:
 
@@ -34,7 +41,7 @@ _EXPORTS = {
     "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
     "positive_float": "hooks", "SessionData": "components", "InitContext": "components",
     "InitCache": "components", "load_spec": "spec.load", "load_session_data": "assembly",
-    "dropout": "model.dropout",
+    "dropout": "model.dropout", "load_run": "api", "Run": "api", "Inference": "api",
 }
 
 __all__ = sorted(_EXPORTS)

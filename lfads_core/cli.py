@@ -102,6 +102,15 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--samples", type=int, help="number of posterior samples (default: the spec's)")
         p.add_argument("--device", default="auto",
                        help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
+        p.add_argument("--data", metavar="FILE",
+                       help="another data file (new trials of a trained session): sample its splits "
+                            "and write RUN_DIR/samples_<stem>.h5 instead of re-sampling the run's data")
+        p.add_argument("--split", action="append", metavar="NAME",
+                       help="with --data: the split(s) to sample (repeatable; default: every split)")
+        p.add_argument("--session", metavar="NAME",
+                       help="with --data, for a run of several sessions: the session of the file")
+        p.add_argument("--output", metavar="FILE", help="with --data: where to write (default "
+                       "RUN_DIR/samples_<data stem>.h5)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -226,7 +235,15 @@ def _synth(args) -> None:
 
 def _sample(args) -> None:
     from . import run
+    from .output.results import sample_other
 
+    if args.data:
+        sample_other(args.run_dir, args.data, args.split, args.session, args.output, args.samples,
+                     args.device)
+        return
+    for flag in ("split", "session", "output"):
+        if getattr(args, flag):
+            raise LfadsError(f"--{flag} goes with --data FILE")
     run.sample(args.run_dir, args.samples, device=args.device)
 
 

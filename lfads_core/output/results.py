@@ -20,7 +20,7 @@ from ..data.batches import to_tensors
 from ..data.h5 import Dataset
 from ..data.sessions import fingerprint, is_multisession
 from ..device import resolve_device
-from ..errors import RunDirError
+from ..errors import DataError, RunDirError
 from ..model.lfads import LFADS
 from ..rundir import SPEC_FILE, read_init_cache
 from ..spec.load import spec_from_dict
@@ -200,3 +200,52 @@ def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
     model, _ = make_model(spec, sessions, read_init_cache(run_dir, fingerprint([d.path for d in sessions])))
     model.to(resolve_device(device))
     return write_outputs(run_dir, spec, sessions, model, log)
+
+
+def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Sequence[str]] = None,
+                 session: Optional[str] = None, out: Optional[str] = None,
+                 num_samples: Optional[int] = None, device: str = "auto",
+                 log: Callable[[str], None] = print) -> Path:
+    """``lfads-run sample RUN_DIR --data FILE [--split S]``: posterior-sample the trials of
+    another data file (new trials of a session the run was trained on) with the run's best
+    weights. Writes ``RUN_DIR/samples_<file stem>.h5`` (or ``out``) with the keys of the output
+    file for each split; prints the metrics that apply when the file has targets or truth."""
+    from .. import metrics
+    from ..api import load_run
+    from ..data.h5 import load_dataset
+
+    run = load_run(run_dir, device=device)
+    ds = load_dataset(data_path)
+    names = list(splits) if splits else list(ds.splits)
+    for name in names:
+        if name not in ds.splits:
+            raise DataError(f"{data_path}: no split '{name}' (it has: {', '.join(ds.splits)}; "
+                            f"the keys are {{split}}_encod_data)")
+    if session is None and len(run.sessions) > 1:
+        raise DataError(f"--session: the run has sessions {', '.join(run.sessions)}; say which one "
+                        f"{data_path} belongs to")
+    which = session if session is not None else 0
+    n = num_samples or run.spec.sampling.num_samples
+    results, inds, shown = {}, {}, []
+    for name in names:
+        split = ds.splits[name]
+        res = run.infer(split.encod, num_samples=n, session=which, ext=split.ext, seed=run.spec.sampling.seed)
+        results[name] = {"output_params": res.rates, "factors": res.factors, "gen_states": res.gen_states,
+                         "ic_mean": res.ic_mean, "ic_std": res.ic_std,
+                         **({"gen_inputs": res.inputs, "co_means": res.co_means, "co_stds": res.co_stds}
+                            if res.inputs is not None else {})}
+        inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
+        if split.truth is not None:
+            shown.append(f"{name}_rate_r2 {metrics.r2_score(split.truth, res.rates):.4f}")
+        if split.recon is not None and split.recon.shape == res.rates.shape:
+            for metric in run.model.reconstructions[run._session(which)].metrics:
+                shown.append(f"{name}_{metric} {metrics.APPLICABLE[metric](res.rates, split.recon):.4f}")
+    target = Path(out) if out else Path(run_dir) / f"samples_{Path(data_path).stem}.h5"
+    units = run.model.reconstructions[run._session(which)].units
+    write_output(target, results, inds, {"num_samples": n, "bin_size_ms": ds.bin_size_ms,
+                                         "output_params_units": units, "best_epoch": run.best_epoch,
+                                         "data_path": str(data_path), "run_dir": str(run_dir),
+                                         "session": run.sessions[run._session(which)]}, units=units)
+    log(f"wrote {target} ({', '.join(names)}; {n} posterior samples, best epoch {run.best_epoch})"
+        + (f"\n{'  '.join(shown)}" if shown else ""))
+    return target
