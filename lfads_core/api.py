@@ -66,7 +66,8 @@ class Run:
 
     def __init__(self, path: Path, spec: Spec, state: dict, device: torch.device):
         self.path, self.spec, self.device = path, spec, device
-        self.sessions: list[str] = list(state.get("session_names") or ["session"])
+        self.sessions: list[str] = list(state.get("session_names")
+                                        or [Path(str(spec.data.path)).stem])  # older checkpoints
         self.shapes = [SessionShape(**s) for s in state["sessions"]]
         self._model: Optional[LFADS] = None
         self.best_epoch: Optional[int] = None
