@@ -112,11 +112,8 @@ def _sample_session(model: LFADS, ds: Dataset, session: int, smp) -> tuple[dict,
         results[name] = posterior = posterior_sample(model, to_tensors(split, session),
                                                      smp.num_samples, smp.batch_size, smp.seed)
         mean = posterior["output_params"]
-        if split.truth is not None:
-            summary[f"{name}_rate_r2"] = metrics.r2_score(split.truth, mean)
+        summary.update(split_metrics(name, mean, split, recon, ds.shape))
         if split.recon is not None:
-            for metric in recon.metrics:
-                summary[f"{name}_{metric}"] = metrics.APPLICABLE[metric](mean, split.recon)
             for key, value in recon.evaluate(mean, split.recon).items():
                 summary[f"{name}_{key}"] = float(value)
     train = ds.splits["train"]
@@ -126,6 +123,29 @@ def _sample_session(model: LFADS, ds: Dataset, session: int, smp) -> tuple[dict,
                 summary[f"{name}_latent_r2"] = metrics.latent_r2(
                     results["train"]["factors"], train.latents, results[name]["factors"], split.latents)
     return results, summary
+
+
+def split_metrics(name: str, mean: np.ndarray, split, recon, shape: tuple) -> dict[str, float]:
+    """The summary metrics of one split (docs/metrics.md): ``rate_r2`` (pooled over neurons,
+    variance-weighted) and ``rate_r2_neuron_mean`` against the truth; the reconstruction's
+    metrics (``bits_per_spike`` for counts); for counts with held-out neurons (recon channels
+    beyond the encoder's: the last N - N_in) or forward-prediction bins (T_r > T_e), the Neural
+    Latents Benchmark's ``co_bps``, ``fp_bps`` and ``heldin_bps``."""
+    from .. import metrics
+
+    out = {}
+    if split.truth is not None:
+        out[f"{name}_rate_r2"] = metrics.rate_r2(split.truth, mean)
+        out[f"{name}_rate_r2_neuron_mean"] = metrics.rate_r2_neuron_mean(split.truth, mean)
+    if split.recon is None:
+        return out
+    for metric in recon.metrics:
+        out[f"{name}_{metric}"] = metrics.APPLICABLE[metric](mean, split.recon)
+    n_in, n_out, t_in, t_out, _ = shape
+    if "bits_per_spike" in recon.metrics and (n_out > n_in or t_out > t_in):
+        parts = metrics.nlb_bps(mean, split.recon, n_heldout=max(0, n_out - n_in), t_in=t_in)
+        out.update({f"{name}_{k}": float(v) for k, v in parts.items()})
+    return out
 
 
 def _inds(ds: Dataset) -> dict[str, np.ndarray]:
@@ -210,7 +230,6 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
     another data file (new trials of a session the run was trained on) with the run's best
     weights. Writes ``RUN_DIR/samples_<file stem>.h5`` (or ``out``) with the keys of the output
     file for each split; prints the metrics that apply when the file has targets or truth."""
-    from .. import metrics
     from ..api import load_run
     from ..data.h5 import load_dataset
 
@@ -235,11 +254,9 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
                          **({"gen_inputs": res.inputs, "co_means": res.co_means, "co_stds": res.co_stds}
                             if res.inputs is not None else {})}
         inds[name] = split.inds if split.inds is not None else np.arange(split.n_trials)
-        if split.truth is not None:
-            shown.append(f"{name}_rate_r2 {metrics.r2_score(split.truth, res.rates):.4f}")
-        if split.recon is not None and split.recon.shape == res.rates.shape:
-            for metric in run.model.reconstructions[run._session(which)].metrics:
-                shown.append(f"{name}_{metric} {metrics.APPLICABLE[metric](res.rates, split.recon):.4f}")
+        if split.recon is None or split.recon.shape == res.rates.shape:
+            recon = run.model.reconstructions[run._session(which)]
+            shown += [f"{k} {v:.4f}" for k, v in split_metrics(name, res.rates, split, recon, ds.shape).items()]
     target = Path(out) if out else Path(run_dir) / f"samples_{Path(data_path).stem}.h5"
     units = run.model.reconstructions[run._session(which)].units
     write_output(target, results, inds, {"num_samples": n, "bin_size_ms": ds.bin_size_ms,
