@@ -185,9 +185,11 @@ def _plots(run_dir: Path, ds: Dataset, results: dict, units: str, suffix: str = 
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     valid, res = ds.valid, results["valid"]
+    numbers = _inds(ds)["valid"]
     plots.plot_rates(out / f"rates{suffix}.png", valid.recon, res["output_params"], truth=valid.truth,
-                     bin_ms=ds.bin_size_ms, units=units)
-    plots.plot_factors(out / f"factors{suffix}.png", res["factors"])
+                     bin_ms=ds.bin_size_ms, units=units, split="valid", trial_numbers=numbers)
+    plots.plot_factors(out / f"factors{suffix}.png", res["factors"], cond=valid.cond, split="valid",
+                       trial_numbers=numbers, bin_ms=ds.bin_size_ms)
 
 
 def _plot_training(run_dir: Path, enabled: bool) -> None:
