@@ -13,6 +13,7 @@ from .components import DataSizes, InitCache, InitContext, SessionData
 from .conformance import check_model
 from .data.batches import batches, to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
+from .data.sanity import data_warnings
 from .data.sessions import check_sessions, session_files
 from .data.stats import DataStats
 from .errors import DataError, LfadsError, PluginError
@@ -38,7 +39,7 @@ def session_shape(ds: Dataset) -> SessionShape:
 def load_data(spec: Spec) -> list[Dataset]:
     """Load every session file of ``data.path`` (one for a plain path) and check it against the
     spec's model (support, NaN, sizes) and the sessions against each other."""
-    sessions = [load_dataset(path) for path in session_files(spec.data.path)]
+    sessions = [load_dataset(path, spec.data.group) for path in session_files(spec.data.path)]
     check_sessions(sessions)
     model = spec.model
     recon_cls = registry.load("reconstruction", model.reconstruction.name)
@@ -48,7 +49,10 @@ def load_data(spec: Spec) -> list[Dataset]:
         if spec.data.bin_size_ms is not None:
             ds.bin_size_ms = spec.data.bin_size_ms
         recon = recon_cls(model.reconstruction.config, n_channels=ds.shape[1])
-        ds.notes = check_support(ds, recon, allow_nan, model.reconstruction.name)
+        ds.notes.extend(check_support(ds, recon, allow_nan, model.reconstruction.name))
+        if spec.data.warn:
+            ds.notes.extend(f"warning: {w} (data.warn: false silences this)"
+                            for w in data_warnings(ds, "bits_per_spike" in recon.metrics))
     t_in = sessions[0].shape[2]
     enc = model.encoder.config
     for field in ("ci_lag", "ic_enc_seq_len"):

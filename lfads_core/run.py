@@ -37,6 +37,7 @@ class Progress:
     """A tqdm bar on a terminal; otherwise one line per epoch on stdout."""
 
     def __init__(self, total: int, initial: int):
+        self.seconds: list[float] = []
         self.tty = sys.stderr.isatty()
         self.bar = None
         if self.tty:
@@ -44,8 +45,13 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)
 
     def update(self, row: dict, total: int) -> None:
+        self.seconds.append(row["seconds"])
+        left = total - row["epoch"]
+        recent = self.seconds[-10:]
+        eta = _duration(left * sum(recent) / len(recent)) if left > 0 else "0s"
         text = (f"train {row['train_recon']:.4f}  valid {row['valid_recon']:.4f}  "
-                f"smooth {row['valid_recon_smooth']:.4f}  lr {row['lr']:.2g}")
+                f"smooth {row['valid_recon_smooth']:.4f}  kl_ic {row['train_kl_ic']:.3g}  "
+                f"kl_co {row['train_kl_co']:.3g}  lr {row['lr']:.2g}  left ~{eta}")
         if self.bar is not None:
             self.bar.total = total
             self.bar.set_postfix_str(text + ("  *" if row["is_best"] else ""), refresh=False)
@@ -63,6 +69,15 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # -- training ------------------------------------------------------------------------------
@@ -98,7 +113,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         log(f"warning: {problem}")
     for ds in sessions:
         for note in ds.notes:
-            log(f"note: {note}")
+            log(note if note.startswith("warning: ") else f"note: {note}")
     progress = Progress(spec.train.max_epochs, trainer.epoch)
 
     def on_epoch_end(tr: Trainer, row: dict) -> None:

@@ -55,7 +55,13 @@ def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path
     With ``force`` a run of another spec is moved aside, never deleted."""
     run_dir = Path(spec.output)
     saved = run_dir / SPEC_FILE
-    if saved.exists():
+    if run_dir.is_dir() and not saved.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise RunDirError(f"output {run_dir}: the folder exists, is not empty and holds no run "
+                              f"(no {SPEC_FILE}); use another --out, or --force to move its "
+                              f"contents aside")
+        _move_aside(run_dir, log)
+    elif saved.exists():
         try:
             old = yaml.safe_load(saved.read_text())
         except yaml.YAMLError:
@@ -66,14 +72,7 @@ def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path
                 diff = _first_difference(_strip(old), _strip(new)) if isinstance(old, dict) else "unreadable"
                 raise RunDirError(f"{run_dir} holds a run of a different spec ({diff}); use another "
                                   f"--out or --force to move the old run aside and start over")
-            stamp = time.strftime('%Y%m%d-%H%M%S')
-            aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
-            n = 1
-            while aside.exists():
-                n += 1
-                aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
-            shutil.move(str(run_dir), aside)
-            log(f"moved the previous run to {aside}")
+            _move_aside(run_dir, log)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -83,6 +82,18 @@ def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path
         stale.unlink()
     atomic_write_text(run_dir / SPEC_FILE, dump_spec(spec))
     return run_dir
+
+
+def _move_aside(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Rename ``run_dir`` to ``NAME.old-<time>`` (never delete anything)."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    shutil.move(str(run_dir), aside)
+    log(f"moved the previous contents of {run_dir} to {aside}")
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:

@@ -65,6 +65,8 @@ def _read(f: h5py.File, key: str, path: str) -> np.ndarray:
     obj = f[key]
     if not isinstance(obj, h5py.Dataset):
         raise DataError(f"{path}: '{key}' is a group, expected an array")
+    if obj.dtype.kind not in "fiub":
+        raise DataError(f"{path}: '{key}' holds {obj.dtype} values, expected numbers")
     return np.asarray(obj[()], dtype=np.float32)
 
 
@@ -89,8 +91,9 @@ def _check3d(arr: np.ndarray, key: str, path: str) -> None:
         raise DataError(f"{path}: '{key}' has no trials")
 
 
-def load_dataset(path: str) -> Dataset:
-    """Load and check one session file. Every problem is a one-line DataError naming the file."""
+def load_dataset(path: str, group: Optional[str] = None) -> Dataset:
+    """Load and check one session file (its arrays at the root, or in ``group``). Every problem
+    is a one-line DataError naming the file."""
     if not os.path.exists(path):
         raise DataError(f"data.path: file not found: {path}")
     if os.path.isdir(path):
@@ -100,9 +103,21 @@ def load_dataset(path: str) -> Dataset:
     except OSError:
         raise DataError(f"{path}: not a readable HDF5 file") from None
     with f:
+        if group is not None:
+            if group not in f or not isinstance(f[group], h5py.Group):
+                groups = [k for k in f if isinstance(f[k], h5py.Group)]
+                raise DataError(f"data.group: {path} has no group '{group}' (groups: "
+                                f"{', '.join(groups) or 'none'})")
+            f = f[group]
         missing = [k for k in REQUIRED if k not in f]
         if missing:
-            raise DataError(f"{path}: missing dataset '{missing[0]}' (required: {', '.join(REQUIRED)})")
+            where = f" in group '{group}'" if group else ""
+            holding = [k for k in f if isinstance(f[k], h5py.Group) and all(r in f[k] for r in REQUIRED)]
+            hint = (f"; the group(s) {', '.join(holding)} hold them: data.group: {holding[0]}"
+                    if holding else "")
+            raise DataError(f"{path}: missing dataset '{missing[0]}'{where} (required: "
+                            f"{', '.join(REQUIRED)}; the file has: {', '.join(list(f)[:12]) or 'nothing'}"
+                            f"{' ...' if len(f) > 12 else ''}){hint}")
         splits = {}
         for name in ("train", "valid", "test"):
             if f"{name}_encod_data" not in f:
@@ -165,6 +180,10 @@ def check_shapes(ds: Dataset) -> None:
             if np.isnan(split.ext).any():
                 raise DataError(f"{path}: {split.name}_ext_input contains NaN")
         if split.truth is not None and (split.recon is None or split.truth.shape != split.recon.shape):
+            ds.notes.append(f"{path}: {split.name}_truth has shape {tuple(split.truth.shape)}, not "
+                            f"that of {split.name}_recon_data "
+                            f"{tuple(split.recon.shape) if split.recon is not None else '(absent)'}: "
+                            f"left out of the metrics")
             split.truth = None  # truth of another layout is kept out of metrics, not an error
         if split.truth is not None:
             split.truth = truth_in_data_units(split.truth, split.recon, split.truth_factor)

@@ -73,6 +73,10 @@ class DataSpec:
     # Several sessions: "trials" visits every training trial once per epoch (sessions weighted
     # by their trial counts); "equal" gives every session the same number of batches per epoch.
     session_weights: str = attrs.field(default="trials", validator=one_of("trials", "equal"))
+    # The HDF5 group that holds the arrays (the file's root when null).
+    group: Optional[str] = None
+    # Warnings about data that look wrong (swapped axes, rates stored as counts); false: silent.
+    warn: bool = True
 
 
 @attrs.frozen
