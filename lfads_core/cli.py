@@ -15,11 +15,12 @@ from typing import Optional, Sequence
 
 from .errors import LfadsError
 
-SUBCOMMANDS = ("validate", "plugins", "synth", "sample")
+SUBCOMMANDS = ("validate", "plugins", "synth", "sample", "prepare")
 HELP = {"validate": "check a spec, its data and the assembled model without training",
         "plugins": "list the installed components, hooks and commands (--check: test each)",
         "synth": "write a synthetic dataset with ground truth",
-        "sample": "posterior-sample again from a run directory"}
+        "sample": "posterior-sample again from a run directory",
+        "prepare": "bin spike times (NWB, .npz or CSV) into trials: write an input HDF5 file"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _plugin_commands() -> dict:
@@ -58,6 +65,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set train.lr=0.001 (repeatable)")
     p.add_argument("--out", help="output directory (overrides the spec's 'output')")
+    p.add_argument("--version", action="version", version=f"lfads-core {_version()}")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
     p.add_argument("--force", action="store_true",
                    help="if the output directory holds a run of another spec, move it aside and start over")
@@ -69,9 +77,10 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"lfads-run {cmd}")
     if cmd == "validate":
         p.description = "Check a spec and its data without training; print a summary."
-        p.add_argument("spec")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-        p.add_argument("--out")
+        p.add_argument("spec", help="spec YAML file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec field, e.g. --set train.lr=0.001 (repeatable)")
+        p.add_argument("--out", help="output directory (overrides the spec's 'output')")
         p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
     elif cmd == "plugins":
         p.description = ("List every registered component, hook plugin, plugin command and synthetic "
@@ -98,7 +107,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
                 item.configure(sp)
     elif cmd == "sample":
         p.description = "Posterior-sample again from the best checkpoint of a run directory."
-        p.add_argument("run_dir")
+        p.add_argument("run_dir", help="a run directory (holding spec.yaml and checkpoints/)")
         p.add_argument("--samples", type=int, help="number of posterior samples (default: the spec's)")
         p.add_argument("--device", default="auto",
                        help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
@@ -111,6 +120,10 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
                        help="with --data, for a run of several sessions: the session of the file")
         p.add_argument("--output", metavar="FILE", help="with --data: where to write (default "
                        "RUN_DIR/samples_<data stem>.h5)")
+    elif cmd == "prepare":
+        from .prepare import configure
+
+        configure(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -159,7 +172,7 @@ def _validate(args) -> None:
     print(f"output: {spec.output}")
     for ds in sessions:
         for note in ds.notes:
-            print(f"note: {note}")
+            print(note if note.startswith("warning: ") else f"note: {note}")
 
 
 def _plugins(args) -> int:
@@ -247,6 +260,12 @@ def _sample(args) -> None:
     run.sample(args.run_dir, args.samples, device=args.device)
 
 
+def _prepare(args) -> None:
+    from .prepare import command
+
+    command(args)
+
+
 def _train(args) -> None:
     from . import run
     from .spec.load import load_spec
@@ -311,7 +330,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         cmd, args = argv[0], _sub_parser(argv[0]).parse_args(argv[1:])
-        handler = {"validate": _validate, "plugins": _plugins, "synth": _synth, "sample": _sample}[cmd]
+        handler = {"validate": _validate, "plugins": _plugins, "synth": _synth, "sample": _sample,
+                   "prepare": _prepare}[cmd]
     elif argv and not argv[0].startswith("-") and argv[0] in _plugin_commands():
         parser, command = _plugin_parser(argv[0])
         args = parser.parse_args(argv[1:])
