@@ -19,6 +19,7 @@ from .data.h5 import Dataset
 from .data.sessions import fingerprint
 from .device import describe, resolve_device, use_graphs
 from .errors import DataError
+from .files import release_memory
 from .model.lfads import LFADS
 from .output.results import OUTPUT_FILE, load_best, sample, write_outputs
 from .rundir import (SPEC_FILE, prepare_run_dir, read_init_cache, write_init_cache,
@@ -135,6 +136,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     if trainer.stop_reason:
         log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch}")
     del trainer, train_src, valid_src  # the training data's device memory, before sampling
+    release_memory()
     model.dropout_rate = float(model.dropout_rate)
     write_outputs(run_dir, spec, sessions, model, log)
     return run_dir

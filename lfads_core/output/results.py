@@ -26,6 +26,7 @@ from ..rundir import SPEC_FILE, read_init_cache
 from ..spec.load import spec_from_dict
 from ..spec.schema import Spec
 from ..train.checkpoint import atomic_write_text, load_checkpoint
+from ..files import release_memory
 from .sample import posterior_sample
 from .write import write_output
 
@@ -60,6 +61,7 @@ def write_outputs(run_dir: Path, spec: Spec, sessions: Sequence[Dataset], model:
     file(s), plots and ``summary.json`` (several sessions: each session's metrics under
     ``sessions`` and a table ``sessions.csv``). Returns the summary."""
     epoch = load_best(run_dir, model)
+    release_memory()
     smp = spec.sampling
     start = time.perf_counter()
     units = model.reconstructions[0].units
@@ -111,6 +113,7 @@ def _sample_session(model: LFADS, ds: Dataset, session: int, smp) -> tuple[dict,
     for name, split in ds.splits.items():
         results[name] = posterior = posterior_sample(model, to_tensors(split, session),
                                                      smp.num_samples, smp.batch_size, smp.seed)
+        release_memory()
         mean = posterior["output_params"]
         summary.update(split_metrics(name, mean, split, recon, ds.shape))
         if split.recon is not None:
