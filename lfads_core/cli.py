@@ -67,6 +67,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (overrides the spec's 'output')")
     p.add_argument("--version", action="version", version=f"lfads-core {_version()}")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
+    p.add_argument("--address", help="AutoLFADS (a spec with pbt:): join the Ray cluster at auto or "
+                   "HOST:PORT (overrides pbt.address; default: an embedded local Ray; local: no Ray)")
     p.add_argument("--force", action="store_true",
                    help="if the output directory holds a run of another spec, move it aside and start over")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -271,6 +273,18 @@ def _train(args) -> None:
     from .spec.load import load_spec
 
     spec = load_spec(args.spec, _with_device(args), args.out)
+    if args.address:
+        if spec.pbt is None:
+            raise LfadsError(f"--address: {args.spec} has no pbt section (AutoLFADS); a single run "
+                             f"uses no Ray")
+        import attrs
+
+        spec = attrs.evolve(spec, pbt=attrs.evolve(spec.pbt, address=args.address))
+    if spec.pbt is not None:
+        from .pbt.run import train_pbt
+
+        train_pbt(spec, force=args.force)
+        return
     run.train(spec, force=args.force)
 
 

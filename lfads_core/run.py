@@ -26,7 +26,7 @@ from .rundir import (SPEC_FILE, prepare_run_dir, read_init_cache, write_init_cac
                      write_metrics)
 from .spec.schema import Spec
 from .train.checkpoint import load_checkpoint, save_checkpoint
-from .train.loop import Trainer
+from .train.loop import Trainer, uncovered_l2_groups
 
 __all__ = ["train", "Progress", "check_components", "data_sizes", "load_data", "make_model",
            "session_shape", "set_threads", "OUTPUT_FILE", "load_best", "sample", "write_outputs",
@@ -112,6 +112,9 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         f"({where}); run dir {run_dir}")
     for problem in hooks.load_errors():
         log(f"warning: {problem}")
+    for group in uncovered_l2_groups(model):
+        log(f"warning: a component declares the L2 group '{group}' that no train.l2 scale "
+            f"covers (gen, con, ic_enc, ci_enc): its weights are not penalised")
     for ds in sessions:
         for note in ds.notes:
             log(note if note.startswith("warning: ") else f"note: {note}")

@@ -25,7 +25,8 @@ SPEC_FILE = "spec.yaml"
 INIT_DIR = "init"  # InitCache entries: <key>.npz, tagged with the data's fingerprint
 # Spec fields that may differ when a run is resumed.
 RESUMABLE = {("output",), ("train", "max_epochs"), ("train", "threads"), ("sampling",),
-             ("train", "early_stopping", "patience"), ("train", "device"), ("train", "cuda_graphs")}
+             ("train", "early_stopping", "patience"), ("train", "device"), ("train", "cuda_graphs"),
+             ("pbt", "address"), ("pbt", "max_generations"), ("pbt", "resources")}
 
 
 def _strip(d: dict, paths=RESUMABLE) -> dict:
@@ -33,8 +34,9 @@ def _strip(d: dict, paths=RESUMABLE) -> dict:
     for path in paths:
         node = d
         for key in path[:-1]:
-            node = node.get(key, {})
-        node.pop(path[-1], None)
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     return d
 
 

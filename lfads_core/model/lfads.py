@@ -77,7 +77,7 @@ class LFADS(nn.Module):
     def losses(self, out: ModelOutput, batch: Batch) -> dict[str, Tensor]:
         """Unscaled loss terms: ``recon`` (mean NLL per observed element, gradients only through
         ``batch.grad_mask``), ``kl_ic`` and ``kl_co`` (summed over dims and time, mean over trials),
-        ``penalty`` (the reconstruction's own), ``l2_<group>`` (½‖W‖²/numel per group) and
+        ``penalty`` (the reconstruction's own), ``l2_<group>`` (½‖W‖² of the group's kernels) and
         ``metric_<name>`` (the reconstruction's ``epoch_metrics``, no gradients)."""
         recon = self.reconstructions[batch.session]
         weight = batch.loss_mask
@@ -98,9 +98,12 @@ class LFADS(nn.Module):
             for name, value in recon.epoch_metrics(out.params, batch.recon, weight).items():
                 terms[f"metric_{name}"] = value.reshape(())
         for group, kernels in self.l2_groups().items():
-            numel = sum(k.numel() for k in kernels)
-            terms[f"l2_{group}"] = 0.5 * sum(k.square().sum() for k in kernels) / numel
+            terms[f"l2_{group}"] = 0.5 * sum(k.square().sum() for k in kernels)
         return terms
+
+    def l2_sizes(self) -> dict[str, int]:
+        """Penalisable recurrent weights per L2 group."""
+        return {g: sum(k.numel() for k in ks) for g, ks in self.l2_groups().items()}
 
     def l2_groups(self) -> dict[str, list[Tensor]]:
         groups = dict(self.encoder.l2_groups())

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional, Union
 
 import attrs
 
-from .validators import finite, ge, gt, matches, one_of, unit_interval
+from .validators import FieldError, finite, ge, gt, matches, one_of, unit_interval, within
 
 
 @attrs.frozen
@@ -161,9 +161,62 @@ class SamplingSpec:
 
 
 @attrs.frozen
+class DimensionSpec:
+    """One hyperparameter of a PBT search space: its bounds, how initial values are drawn
+    (``log``: log-uniform) and the explore step (values multiplied by 1 ± up to the weight)."""
+
+    low: float = attrs.field(validator=finite)
+    high: float = attrs.field(validator=finite)
+    sample: str = attrs.field(default="uniform", validator=one_of("uniform", "log"))
+    explore_weight: float = attrs.field(default=0.3, validator=[gt(0.0), within(0, 1)])
+
+    def __attrs_post_init__(self):
+        if not self.low < self.high:
+            raise FieldError("high", f"must be above low ({self.low:g}), got {self.high:g}")
+        if self.sample == "log" and self.low <= 0:
+            raise FieldError("low", f"must be > 0 for sample: log, got {self.low:g}")
+
+
+def default_search_space() -> dict[str, DimensionSpec]:
+    """The published AutoLFADS ranges (Keshtkaran et al. 2022; REFERENCE.md §6), for the L2
+    convention of the original (lfads_core.train.loop: the weighted sum over groups divided by
+    the total number of penalised weights)."""
+    d = DimensionSpec
+    return {"train.lr": d(1e-5, 5e-3, "log", 0.3),
+            "model.dropout_rate": d(0.0, 0.6, "uniform", 0.3),
+            "train.kl.co_scale": d(1e-6, 1e-4, "log", 0.8),
+            "train.kl.ic_scale": d(1e-6, 1e-3, "log", 0.8),
+            "train.l2.gen_scale": d(1e-4, 1.0, "log", 0.8),
+            "train.l2.con_scale": d(1e-4, 1.0, "log", 0.8)}
+
+
+@attrs.frozen
+class ResourcesSpec:
+    cpu: float = attrs.field(default=1.0, validator=gt(0.0))
+    gpu: float = attrs.field(default=0.0, validator=ge(0.0))
+
+
+@attrs.frozen
+class PbtSpec:
+    """AutoLFADS (docs/autolfads.md): population-based training of the hyperparameters."""
+
+    population: int = attrs.field(default=8, validator=ge(2))
+    generation_epochs: int = attrs.field(default=25, validator=ge(1))
+    burn_in_epochs: int = attrs.field(default=50, validator=ge(0))
+    max_generations: int = attrs.field(default=50, validator=ge(1))
+    resources: ResourcesSpec = attrs.Factory(ResourcesSpec)
+    search_space: dict[str, DimensionSpec] = attrs.Factory(default_search_space)
+    stop_ratio: float = attrs.field(default=5e-4, validator=ge(0.0))
+    stop_generations: int = attrs.field(default=4, validator=ge(1))
+    address: Optional[str] = None  # a Ray cluster (auto or HOST:PORT); null: an embedded one
+    seed: int = 0
+
+
+@attrs.frozen
 class Spec:
     data: DataSpec
     model: ModelSpec
     train: TrainSpec = attrs.Factory(TrainSpec)
     sampling: SamplingSpec = attrs.Factory(SamplingSpec)
     output: str = "runs/lfads"
+    pbt: Optional[PbtSpec] = None

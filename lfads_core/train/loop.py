@@ -1,6 +1,8 @@
 """The training loop: plain PyTorch, no files and no Ray.
 
-Loss = loss_scale · (recon + ramp_kl·(λ_ic·KL_ic + λ_co·KL_co) + ramp_l2·Σ_k λ_k·L2_k + penalty),
+Loss = loss_scale · (recon + ramp_kl·(λ_ic·KL_ic + λ_co·KL_co) + ramp_l2·L2 + penalty), with
+L2 = Σ_k λ_k·½‖W_k‖² / Σ_{k: λ_k > 0} numel(W_k) (the original LFADS convention: the weighted
+sum over the groups divided by the total number of penalised weights),
 with recon the mean NLL per observed element and KLs summed over dimensions and time, averaged
 over trials (docs/user-guide.md, "Loss and scales").
 
@@ -45,6 +47,11 @@ def _source(data, batch_size: Optional[int]) -> BatchSource:
     return data
 
 
+def uncovered_l2_groups(model: LFADS) -> list[str]:
+    """L2 groups a component declares that no ``train.l2`` scale covers (not penalised)."""
+    return sorted(g for g in model.l2_groups() if g not in L2_KEYS)
+
+
 def augmentation_seed(seed: int, index: int) -> int:
     """The seed of the random generator of augmentation ``index`` for ``train.seed``."""
     return (seed * 1_000_003 + 7919 * (index + 1)) % (2**63 - 1)
@@ -85,7 +92,8 @@ class Trainer:
         # What the loss reads of the hyperparameters and ramps: 0-d tensors on the device, changed
         # in place, so a captured graph reads the current values.
         self.scales = {k: torch.zeros((), device=self.device)
-                       for k in ("kl_ic", "kl_co", "kl_ramp", "l2_ramp", *L2_KEYS)}
+                       for k in ("kl_ic", "kl_co", "kl_ramp", "l2_ramp", "l2_div", *L2_KEYS)}
+        self.l2_sizes = model.l2_sizes()
         if graphs:
             self.model.dropout_rate = torch.tensor(float(model.dropout_rate), device=self.device)
         self.set_hparams(dict(self.hparams))
@@ -123,6 +131,13 @@ class Trainer:
                 setattr(self.augmentations[int(index)], name, value)
             else:  # a loss scale
                 self.scales[SCALE_OF[key]].fill_(value)
+                if key.startswith("train.l2."):
+                    self.scales["l2_div"].fill_(1.0 / max(1, self._l2_numel()))
+
+    def _l2_numel(self) -> int:
+        """The penalised weights: those of the groups whose scale is > 0."""
+        return sum(n for g, n in self.l2_sizes.items()
+                   if g in L2_KEYS and self.hparams[f"train.l2.{L2_KEYS[g]}"] > 0)
 
     def _apply_lr(self) -> None:
         """The learning rate into every parameter group (a device tensor changed in place when
@@ -144,12 +159,12 @@ class Trainer:
         kl = sc["kl_ic"] * terms["kl_ic"] + sc["kl_co"] * terms["kl_co"]
         l2 = sum((sc[k[3:]] * v for k, v in terms.items() if k.startswith("l2_") and k[3:] in L2_KEYS),
                  torch.zeros((), device=self.device))
-        return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * l2 + terms["penalty"]
+        return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * sc["l2_div"] * l2 + terms["penalty"]
 
     def _weighted_l2(self, terms: dict) -> float:
-        """Σ_k λ_k · L2_k over the groups with a scale (epoch averages)."""
+        """L2 = Σ_k λ_k · ½‖W_k‖² / (penalised weights), from epoch averages."""
         return sum(self.hparams[f"train.l2.{L2_KEYS[k[3:]]}"] * v for k, v in terms.items()
-                   if k.startswith("l2_") and k[3:] in L2_KEYS)
+                   if k.startswith("l2_") and k[3:] in L2_KEYS) / max(1, self._l2_numel())
 
     def _step(self, batch, training: bool = True) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Forward and loss terms (``loss``: the total); when training also backward, clipping
@@ -303,6 +318,19 @@ class Trainer:
             self.stop_reason = None  # patience was raised: go on
         # After the optimizer state: every hyperparameter, the learning rate included, takes effect.
         self.set_hparams(state["hparams"])
+
+    def adopt(self, state: dict, hparams: dict[str, float]) -> None:
+        """PBT exploit: take another trainer's weights and optimizer state (``state``, from its
+        :meth:`state_dict`) and the hyperparameters ``hparams``; keep this trainer's own random
+        streams, data order, epoch count and history; restart its early-stopping, plateau and
+        NaN counters from the adopted model's smoothed validation loss."""
+        self.model.load_state_dict(state["model"])
+        self._load_optimizer(state["optimizer"])
+        self.smoothed = state["smoothed"]
+        self.best, self.best_epoch, self.since_best = math.inf, self.epoch, 0
+        self.plateau_best, self.plateau_bad = math.inf, 0
+        self.nan_recoveries, self.stop_reason = 0, None
+        self.set_hparams({**self.hparams, **hparams})
 
     def _load_optimizer(self, saved: dict) -> None:
         """The optimizer state of any device, as this optimizer keeps it (capturable or not).

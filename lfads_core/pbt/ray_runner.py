@@ -1,0 +1,141 @@
+"""The Ray glue: members spread over Ray actors (workers), each hosting one or more members
+(:class:`lfads_core.pbt.runners.Host`). Ray core, not Tune: Tune's PBT scheduler cannot express
+the binary tournament, and restoring a Tuner's PBT state has open bugs; the controller here is
+plain Python and resumes from its own files.
+
+Embedded by default (a local Ray with this machine's CPUs and GPUs, no dashboard); ``address``
+(``auto`` or ``HOST:PORT``; or ``RAY_ADDRESS``) joins a running cluster. The data go to the
+workers through Ray's object store and the members' states come back to the driver the same way,
+so no shared file system is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Optional, Sequence
+
+from ..data.h5 import Dataset
+from ..errors import LfadsError
+from ..spec.load import spec_from_dict, spec_to_dict
+from ..spec.schema import Spec
+
+
+def _worker_class(ray):
+    @ray.remote(max_restarts=0)
+    class Worker:
+        def __init__(self, spec_dict: dict, sessions, threads: int):
+            import torch
+
+            from .runners import Host
+
+            torch.set_num_threads(max(1, threads))
+            self.host = Host(spec_from_dict(spec_dict), sessions)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def create(self, member: int, hparams: dict) -> None:
+            self.host.create(member, hparams)
+
+        def restore(self, member: int, state: dict) -> None:
+            self.host.restore(member, state)
+
+        def train(self, member: int, epochs: int) -> dict:
+            return self.host.train(member, epochs)
+
+        def state(self, member: int) -> dict:
+            return self.host.state(member)
+
+        def adopt(self, member: int, state: dict, hparams: dict) -> None:
+            self.host.adopt(member, state, hparams)
+
+    return Worker
+
+
+class RayRunner:
+    """Members on ``n`` Ray workers of ``cpu`` CPUs (and ``gpu`` GPUs) each; ``n`` is what the
+    cluster can run at once (never more than the members), so no worker waits for resources;
+    member ``m`` lives on worker ``m % n``. Each worker runs torch with ``cpu`` threads."""
+
+    def __init__(self, spec: Spec, sessions: Sequence[Dataset], address: Optional[str],
+                 log: Callable[[str], None] = print):
+        try:
+            import ray
+        except ImportError:
+            raise LfadsError("pbt: Ray is not installed (pip install 'ray[tune]'), or set "
+                             "pbt.address: local to train the population in this process") from None
+        self.ray, self.log = ray, log
+        res = spec.pbt.resources
+        address = address or os.environ.get("RAY_ADDRESS")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local embedded cluster
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                if address:
+                    ray.init(address=address, **kwargs)
+                else:
+                    ray.init(num_cpus=len(os.sched_getaffinity(0)), **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a cluster that cannot be reached: one line
+                where = address or "a local embedded cluster"
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise LfadsError(f"pbt.address: cannot start or join Ray at {where} "
+                                 f"({type(exc).__name__}: {first})") from None
+        total = ray.cluster_resources()
+        fits = math.floor(total.get("CPU", 0) / res.cpu + 1e-9)
+        if res.gpu > 0:
+            fits = min(fits, math.floor(total.get("GPU", 0) / res.gpu + 1e-9))
+        if fits < 1:
+            raise LfadsError(f"pbt.resources: one member needs {res.cpu:g} CPU and {res.gpu:g} GPU, "
+                             f"the Ray cluster has {total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU")
+        self.n = min(spec.pbt.population, fits)
+        self.cls = _worker_class(ray).options(num_cpus=res.cpu, num_gpus=res.gpu)
+        self.spec_dict = spec_to_dict(spec)
+        self.sessions = ray.put(list(sessions))
+        self.threads = max(1, int(res.cpu))
+        self.workers = [self._new_worker() for _ in range(self.n)]
+        self.hparams: dict[int, dict] = {}
+        log(f"Ray: {self.n} workers of {res.cpu:g} CPU{f' and {res.gpu:g} GPU' if res.gpu else ''} "
+            f"({total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU in the cluster"
+            f"{f' at {address}' if address else ', embedded'})")
+
+    def _new_worker(self):
+        return self.cls.remote(self.spec_dict, self.sessions, self.threads)
+
+    def _worker(self, member: int):
+        return self.workers[member % self.n]
+
+    def create(self, hparams: dict[int, dict]) -> None:
+        self.hparams.update(hparams)
+        self.ray.get([self._worker(m).create.remote(m, h) for m, h in hparams.items()])
+
+    def restore(self, states: dict[int, dict]) -> None:
+        for m, s in states.items():
+            self.hparams[m] = s["hparams"]
+        self.ray.get([self._worker(m).restore.remote(m, s) for m, s in states.items()])
+
+    def train(self, epochs: int) -> dict[int, dict]:
+        refs = {m: self._worker(m).train.remote(m, epochs) for m in sorted(self.hparams)}
+        out, dead = {}, set()
+        for m, ref in refs.items():
+            try:
+                out[m] = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as exc:
+                out[m] = {"error": f"its Ray worker died ({str(exc).splitlines()[0]})", "rows": []}
+                dead.add(m % self.n)
+        for w in dead:  # a new worker; its members are rebuilt, then cloned from good ones
+            self.workers[w] = self._new_worker()
+            self.ray.get([self.workers[w].create.remote(m, self.hparams[m])
+                          for m in self.hparams if m % self.n == w])
+        return out
+
+    def state(self, member: int) -> dict:
+        return self.ray.get(self._worker(member).state.remote(member))
+
+    def adopt(self, member: int, state: dict, hparams: dict) -> None:
+        self.hparams[member] = hparams
+        self.ray.get(self._worker(member).adopt.remote(member, state, hparams))
+
+    def close(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w)

@@ -1,0 +1,152 @@
+"""AutoLFADS from a spec with a ``pbt:`` section, top-down: the same checks as a single run
+(data, model, components, search space) before anything is written; the run directory; the
+population (resumed at the last completed generation when ``pbt/state.pt`` is there); after each
+generation ``pbt.csv`` and the state; at the end the best member as a single run: its checkpoint,
+``metrics.csv``, ``best_spec.yaml`` (runnable alone), outputs, plots, ``pbt.png``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import attrs
+import numpy as np
+import yaml
+
+from ..assembly import check_components, load_data, make_model, set_threads
+from ..output.results import write_outputs
+from ..rundir import prepare_run_dir, write_metrics
+from ..spec.load import dump_spec, spec_to_dict
+from ..spec.schema import Spec
+from ..train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .controller import Population, run_generations
+from .explore import sample_initial
+from .members import check_search_space
+
+STATE = "pbt/state.pt"
+
+
+def initial_hparams(spec: Spec) -> dict[int, dict[str, float]]:
+    """Each member's start: the spec's values, the search space's drawn (seeded by pbt.seed)."""
+    rng = np.random.default_rng(spec.pbt.seed)
+    return {m: sample_initial(spec.pbt.search_space, rng) for m in range(spec.pbt.population)}
+
+
+def best_spec(spec: Spec, hparams: dict[str, float]) -> dict:
+    """The spec of a single run with a member's hyperparameters (the pbt section removed)."""
+    raw = spec_to_dict(spec)
+    raw.pop("pbt", None)
+    for path, value in hparams.items():
+        node = raw
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[keys[-1]] = float(value)
+    return raw
+
+
+def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -> Path:
+    set_threads(1)  # the driver itself trains nothing
+    check_search_space(spec)
+    sessions = load_data(spec)
+    model, augs = make_model(spec, sessions)
+    check_components(spec, sessions, model, augs)
+    run_dir = prepare_run_dir(spec, force, log)
+    state_path = run_dir / STATE
+    pbt = spec.pbt
+    if pbt.address == "local":
+        from .runners import LocalRunner
+        runner = LocalRunner(spec, sessions, log)
+    else:
+        from .ray_runner import RayRunner
+        runner = RayRunner(spec, sessions, pbt.address, log)
+    try:
+        if state_path.exists():
+            saved = load_checkpoint(state_path)
+            pop = Population(**saved["population"])
+            runner.restore(saved["members"])
+            log(f"resuming the population in {run_dir} after generation {pop.generation}")
+        else:
+            pop = Population(hparams=initial_hparams(spec))
+            runner.create(pop.hparams)
+        log(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
+            f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations; "
+            f"run dir {run_dir}")
+
+        def on_generation(p: Population) -> None:
+            members = {m: runner.state(m) for m in sorted(p.hparams)}
+            save_checkpoint(state_path, {"population": _plain(p), "members": members})
+            _write_pbt_csv(run_dir / "pbt.csv", p.rows)
+
+        if not pop.done:
+            pop = run_generations(pbt, runner, pop, log, on_generation)
+        best = min(pop.last_fitness, key=lambda m: pop.last_fitness[m])
+        state = runner.state(best)
+    finally:
+        runner.close()
+    log(f"best member {best}: fitness {pop.last_fitness[best]:.5f} after {pop.generation} generations")
+    return _write_best(run_dir, spec, sessions, best, state, pop, log)
+
+
+def _plain(p: Population) -> dict:
+    return {f.name: getattr(p, f.name) for f in __import__("dataclasses").fields(p)}
+
+
+def _write_pbt_csv(path: Path, rows: list[dict]) -> None:
+    keys = ["member", "generation", "fitness", "epoch"]
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_best(run_dir: Path, spec: Spec, sessions, best: int, state: dict, pop: Population,
+                log: Callable[[str], None]) -> Path:
+    """The best member as a single run: checkpoints, metrics.csv, best_spec.yaml, outputs."""
+    from ..spec.load import spec_from_dict
+
+    raw = best_spec(spec, state["hparams"])
+    atomic_write_text(run_dir / "best_spec.yaml", yaml.safe_dump(raw, sort_keys=False))
+    single = spec_from_dict(raw, source=str(run_dir / "best_spec.yaml"))
+    model, _ = make_model(single, sessions)
+    ckpt = run_dir / "checkpoints"
+    save_checkpoint(ckpt / "last.pt", {"trainer": state, "sessions": [vars(s) for s in model.sessions],
+                                        "session_names": [ds.name for ds in sessions]})
+    save_checkpoint(ckpt / "best.pt", {"model": state["model"], "epoch": state["epoch"],
+                                        "valid_recon_smooth": state["smoothed"], "member": best})
+    write_metrics(run_dir / "metrics.csv", state["history"])
+    if spec.sampling.plots:
+        _plot_pbt(run_dir / "plots" / "pbt.png", pop.rows, list(spec.pbt.search_space))
+    write_outputs(run_dir, single, sessions, model, log)
+    return run_dir
+
+
+def _plot_pbt(path: Path, rows: list[dict], paths: list[str]) -> None:
+    """Fitness and every tuned hyperparameter over generations, one line per member."""
+    from matplotlib.figure import Figure
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["fitness"] + paths
+    fig = Figure(figsize=(4.2 * min(len(keys), 4), 3.2 * math.ceil(len(keys) / 4)))
+    members = sorted({r["member"] for r in rows})
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(math.ceil(len(keys) / 4), min(len(keys), 4), i + 1)
+        for m in members:
+            pts = [(r["generation"], r[key]) for r in rows if r["member"] == m and math.isfinite(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", lw=1, alpha=0.8)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(key if key != "fitness" else "fitness (smoothed valid NLL, nats)")
+        if key != "fitness" and all(r[key] > 0 for r in rows if key in r):
+            ax.set_yscale("log")
+        ax.set_title(key, fontsize=9)
+    fig.suptitle(f"population of {len(members)}: one line per member (exploits jump to the winner's values)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
