@@ -63,7 +63,7 @@ class RayRunner:
         try:
             import ray
         except ImportError:
-            raise LfadsError("pbt: Ray is not installed (pip install 'ray[tune]'), or set "
+            raise LfadsError("pbt: Ray is not installed (pip install 'lfads-core[pbt]'), or set "
                              "pbt.address: local to train the population in this process") from None
         self.ray, self.log = ray, log
         res = spec.pbt.resources
@@ -95,9 +95,11 @@ class RayRunner:
         self.threads = max(1, int(res.cpu))
         self.workers = [self._new_worker() for _ in range(self.n)]
         self.hparams: dict[int, dict] = {}
+        self.lost: dict[int, str] = {}  # members rebuilt after their worker died
+        pids = self.ray.get([w.pid.remote() for w in self.workers])
         log(f"Ray: {self.n} workers of {res.cpu:g} CPU{f' and {res.gpu:g} GPU' if res.gpu else ''} "
             f"({total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU in the cluster"
-            f"{f' at {address}' if address else ', embedded'})")
+            f"{f' at {address}' if address else ', embedded'}; worker pids {', '.join(map(str, pids))})")
 
     def _new_worker(self):
         return self.cls.remote(self.spec_dict, self.sessions, self.threads)
@@ -114,27 +116,43 @@ class RayRunner:
             self.hparams[m] = s["hparams"]
         self.ray.get([self._worker(m).restore.remote(m, s) for m, s in states.items()])
 
+    def _respawn(self, w: int, why: str) -> None:
+        """A new worker in place of dead worker ``w``; its members are rebuilt from their
+        hyperparameters and reported as failed at the next ``train`` (then cloned from a good
+        member by the controller)."""
+        self.workers[w] = self._new_worker()
+        members = [m for m in self.hparams if m % self.n == w]
+        self.ray.get([self.workers[w].create.remote(m, self.hparams[m]) for m in members])
+        self.lost.update({m: why for m in members})
+
+    def _call(self, member: int, method: str, *args):
+        try:
+            return self.ray.get(getattr(self._worker(member), method).remote(member, *args))
+        except self.ray.exceptions.RayActorError as exc:
+            self._respawn(member % self.n, f"its Ray worker died ({str(exc).splitlines()[0]})")
+            return self.ray.get(getattr(self._worker(member), method).remote(member, *args))
+
     def train(self, epochs: int) -> dict[int, dict]:
         refs = {m: self._worker(m).train.remote(m, epochs) for m in sorted(self.hparams)}
-        out, dead = {}, set()
+        out, dead = {}, {}
         for m, ref in refs.items():
             try:
                 out[m] = self.ray.get(ref)
             except self.ray.exceptions.RayActorError as exc:
-                out[m] = {"error": f"its Ray worker died ({str(exc).splitlines()[0]})", "rows": []}
-                dead.add(m % self.n)
-        for w in dead:  # a new worker; its members are rebuilt, then cloned from good ones
-            self.workers[w] = self._new_worker()
-            self.ray.get([self.workers[w].create.remote(m, self.hparams[m])
-                          for m in self.hparams if m % self.n == w])
+                dead[m % self.n] = f"its Ray worker died ({str(exc).splitlines()[0]})"
+        for w, why in dead.items():
+            self._respawn(w, why)
+        for m, why in list(self.lost.items()):
+            out[m] = {"error": why, "rows": []}
+            del self.lost[m]
         return out
 
     def state(self, member: int) -> dict:
-        return self.ray.get(self._worker(member).state.remote(member))
+        return self._call(member, "state")
 
     def adopt(self, member: int, state: dict, hparams: dict) -> None:
         self.hparams[member] = hparams
-        self.ray.get(self._worker(member).adopt.remote(member, state, hparams))
+        self._call(member, "adopt", state, hparams)
 
     def close(self) -> None:
         for w in self.workers:

@@ -67,6 +67,10 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
         if state_path.exists():
             saved = load_checkpoint(state_path)
             pop = Population(**saved["population"])
+            # pbt.max_generations may have been raised: go on (unless the stopping rule holds).
+            from .explore import should_stop
+            pop.done = (pop.generation >= pbt.max_generations
+                        or should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations))
             runner.restore(saved["members"])
             log(f"resuming the population in {run_dir} after generation {pop.generation}")
         else:

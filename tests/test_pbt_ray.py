@@ -1,0 +1,139 @@
+"""AutoLFADS on Ray, end to end (tiny model, population 3, a few generations): the same
+population as in-process training, a kill -9 of the driver resumed at the last generation, a
+worker killed mid-generation replaced, and a cluster started apart joined by address."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg",
+       "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+ENV.pop("RAY_ADDRESS", None)
+
+
+def _spec(tmp_path: Path, name: str, **pbt) -> Path:
+    from lfads_core.data.synth import make_lorenz, write_h5
+
+    data = tmp_path / "tiny.h5"
+    if not data.exists():
+        write_h5(make_lorenz(seed=0, n_conditions=6, trials_per_condition=6, n_bins=20, n_neurons=8), data)
+    raw = {"data": {"path": str(data), "batch_size": 12},
+           "model": {"encoder": {"name": "bigru", "ic_enc_dim": 6, "ci_enc_dim": 6, "ic_dim": 4, "ci_lag": 1},
+                     "generator": {"name": "gru", "gen_dim": 8, "con_dim": 4, "co_dim": 1, "fac_dim": 3},
+                     "reconstruction": {"name": "poisson"},
+                     "augmentations": [{"name": "coordinated_dropout", "rate": 0.3}]},
+           "train": {"max_epochs": 100, "kl": {"ramp_epochs": 1}, "l2": {"ramp_epochs": 1}},
+           "sampling": {"num_samples": 2, "plots": False},
+           "pbt": {"population": 3, "generation_epochs": 2, "burn_in_epochs": 0, "max_generations": 4,
+                   "resources": {"cpu": 1}, **pbt},
+           "output": str(tmp_path / name)}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _rows(run: Path) -> list[tuple]:
+    with open(run / "pbt.csv") as f:
+        return [(r["member"], r["generation"], r["fitness"], r["train.lr"]) for r in csv.DictReader(f)]
+
+
+def _start(spec: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lfads_core.cli", str(spec), *extra], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
+    lines, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen:\n{''.join(lines)}")
+
+
+def _cleanup(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver's Ray processes too
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def test_ray_population_equals_local_and_resumes_after_kill_9(tmp_path):
+    local = _spec(tmp_path, "local", address="local")
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(local)], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    spec = _spec(tmp_path, "ray")
+    proc = _start(spec)
+    try:
+        lines = _wait_for(proc, "generation 2/4")
+        assert any("Ray: 2 workers of 1 CPU" in line for line in lines), "".join(lines)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-run
+        proc.wait(timeout=30)
+    finally:
+        _cleanup(proc)
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(spec)], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resuming the population" in res.stdout and "generation 1/4" not in res.stdout
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")  # same members, same numbers
+
+
+def test_a_killed_worker_is_reported_and_replaced(tmp_path):
+    spec = _spec(tmp_path, "kill", generation_epochs=6, max_generations=3)
+    proc = _start(spec)
+    try:
+        lines = _wait_for(proc, "Ray: ")
+        pids = [int(p) for p in lines[-1].split("worker pids ")[1].rstrip(")\n").split(", ")]
+        lines += _wait_for(proc, "generation 1/3")
+        os.kill(pids[0], signal.SIGKILL)  # a worker, during generation 2
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        _cleanup(proc)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert "failed in generation 2: its Ray worker died" in text
+    assert "generation 3/3" in text and (tmp_path / "kill" / "lfads_output.h5").exists()
+
+
+def test_joins_a_cluster_started_apart(tmp_path):
+    ray_bin = Path(sys.executable).with_name("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false"],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        spec = _spec(tmp_path, "joined", max_generations=2)
+        deadline = time.monotonic() + 60
+        while True:
+            res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(spec), "--address",
+                                  f"127.0.0.1:{port}"], env=ENV, capture_output=True, text=True, timeout=300)
+            if res.returncode == 0 or time.monotonic() > deadline or "cannot start or join" not in res.stderr:
+                break
+            time.sleep(2)  # the head is still starting
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"at 127.0.0.1:{port}" in res.stdout and "generation 2/2" in res.stdout
+    finally:
+        _cleanup(head)
