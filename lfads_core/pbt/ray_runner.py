@@ -74,8 +74,8 @@ class RayRunner:
             try:
                 if address:
                     ray.init(address=address, **kwargs)
-                else:
-                    ray.init(num_cpus=len(os.sched_getaffinity(0)), **kwargs)
+                else:  # "local": a new cluster even if one started by `ray start` is running here
+                    ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), **kwargs)
             except Exception as exc:  # noqa: BLE001 - a cluster that cannot be reached: one line
                 where = address or "a local embedded cluster"
                 first = str(exc).splitlines()[0] if str(exc) else ""
