@@ -320,13 +320,9 @@ def _plugin_parser(name: str):
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+    from .hooks import nonnegative_int
+
+    return nonnegative_int(text)
 
 
 def _looks_like_a_command(word: str) -> bool:

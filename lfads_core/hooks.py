@@ -91,12 +91,21 @@ class SynthDataset:
 def positive_int(text: str) -> int:
     """An argparse ``type`` for options of commands and synth datasets: an integer >= 1 (a bad
     value is a one-line usage error naming the option)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0 (seeds, counts)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got '{text}'") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
     return value
 
 

@@ -36,6 +36,7 @@ class Batch:
     ext: Optional[Tensor] = None  # [B, T_r, E] measured external inputs
     session: int = 0
     index: Optional[Tensor] = None  # [B] trial indices within the split
+    score_mask: Optional[Tensor] = None  # [B, T_r, N] elements held out of training and scored (sample validation)
 
     def replace(self, **changes) -> "Batch":
         return dataclasses.replace(self, **changes)

@@ -98,10 +98,12 @@ def _move_aside(run_dir: Path, log: Callable[[str], None]) -> None:
     log(f"moved the previous contents of {run_dir} to {aside}")
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
+def write_metrics(path: Path, history: list[dict], first: tuple[str, ...] = ()) -> None:
+    """Rows as a CSV table (columns: ``first``, then every key in order of appearance; floats
+    with 6 significant digits), written atomically. metrics.csv, pbt.csv."""
     if not history:
         return
-    keys = list(history[0])
+    keys = list(first) + [k for k in history[0] if k not in first]
     for row in history:
         keys += [k for k in row if k not in keys]
     buf = io.StringIO()

@@ -81,7 +81,7 @@ def test_loss_and_gradients_agree_on_cpu_and_cuda(setup):
         terms = model.losses(out, batch)
         loss = terms["recon"] + terms["kl_ic"] * 1e-3
         loss.backward()
-        grads[device] = (float(loss), {n: p.grad.detach().cpu() for n, p in model.named_parameters()
+        grads[device] = (float(loss.detach()), {n: p.grad.detach().cpu() for n, p in model.named_parameters()
                                        if p.grad is not None})
     (l_cpu, g_cpu), (l_gpu, g_gpu) = grads["cpu"], grads["cuda"]
     assert l_gpu == pytest.approx(l_cpu, rel=1e-5)

@@ -78,11 +78,13 @@ class LFADS(nn.Module):
         """Unscaled loss terms: ``recon`` (mean NLL per observed element, gradients only through
         ``batch.grad_mask``), ``kl_ic`` and ``kl_co`` (summed over dims and time, mean over trials),
         ``penalty`` (the reconstruction's own), ``l2_<group>`` (½‖W‖² of the group's kernels) and
-        ``metric_<name>`` (the reconstruction's ``epoch_metrics``, no gradients)."""
+        ``metric_<name>`` (the reconstruction's ``epoch_metrics``, no gradients; ``metric_sample_valid``:
+        the mean NLL on ``batch.score_mask``, the sample-validation elements)."""
         recon = self.reconstructions[batch.session]
         weight = batch.loss_mask
         nll = recon.nll(out.params, batch.recon)
-        nll = torch.where(batch.grad_mask, nll, nll.detach())
+        raw = nll.detach()
+        nll = torch.where(batch.grad_mask, nll, raw)
         nll = torch.where(weight > 0, nll, torch.zeros((), device=nll.device))  # unobserved: no value
         terms = {"recon": (nll * weight).sum() / weight.sum().clamp_min(1e-6)}
         terms["kl_ic"] = self.ic_prior.kl(out.ic_mean, out.ic_std).mean()
@@ -94,6 +96,10 @@ class LFADS(nn.Module):
         if penalty.device != nll.device:  # a constant (e.g. the default zero) made on the CPU
             penalty = torch.full((), float(penalty), device=nll.device)
         terms["penalty"] = penalty
+        if batch.score_mask is not None:  # sample validation: scored, never trained on
+            held = batch.score_mask
+            scored = torch.where(held > 0, raw, torch.zeros((), device=raw.device))
+            terms["metric_sample_valid"] = ((scored * held).sum() / held.sum().clamp_min(1e-6)).reshape(())
         with torch.no_grad():
             for name, value in recon.epoch_metrics(out.params, batch.recon, weight).items():
                 terms[f"metric_{name}"] = value.reshape(())

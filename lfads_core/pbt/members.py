@@ -33,6 +33,11 @@ def check_search_space(spec: Spec, source: str = "spec") -> None:
     known = hyperparameter_paths(spec)
     problems = [f"{source}: pbt.search_space.{path}: not a hyperparameter PBT can change "
                 f"(known: {', '.join(known)})" for path in spec.pbt.search_space if path not in known]
+    if spec.pbt.fitness == "sample_valid" and not any(a.name == "sample_validation"
+                                                       for a in spec.model.augmentations):
+        problems.append(f"{source}: pbt.fitness: sample_valid needs the augmentation "
+                        f"sample_validation in model.augmentations (e.g. first: "
+                        f"{{name: sample_validation, fraction: 0.1}})")
     if problems:
         raise SpecError("\n".join(problems))
 
@@ -59,10 +64,11 @@ def build_member(spec: Spec, sessions: Sequence[Dataset], member: int, hparams: 
     return trainer
 
 
-def train_member(trainer: Trainer, epochs: int) -> dict:
+def train_member(trainer: Trainer, epochs: int, fitness: str = "valid") -> dict:
     """``epochs`` more epochs (early stopping and max_epochs do not stop a member: the
-    population decides). Returns ``fitness`` (the smoothed validation reconstruction, lower is
-    better) and the epochs' metrics rows, or ``error`` (the original message) on a failure."""
+    population decides). Returns ``fitness`` (lower is better: the smoothed validation
+    reconstruction, or with ``fitness="sample_valid"`` the last epoch's sample-validation NLL)
+    and the epochs' metrics rows, or ``error`` (the original message) on a failure."""
     start = len(trainer.history)
     try:
         done = 0
@@ -71,8 +77,11 @@ def train_member(trainer: Trainer, epochs: int) -> dict:
                 done += 1
     except Exception as exc:  # noqa: BLE001 - a member's failure is reported, the population goes on
         return {"error": f"{type(exc).__name__}: {exc}", "rows": trainer.history[start:]}
-    fitness = trainer.smoothed if trainer.smoothed is not None else float("inf")
-    return {"fitness": float(fitness), "rows": trainer.history[start:]}
+    if fitness == "sample_valid":
+        value = trainer.history[-1].get("train_sample_valid", float("inf"))
+    else:
+        value = trainer.smoothed if trainer.smoothed is not None else float("inf")
+    return {"fitness": float(value), "rows": trainer.history[start:]}
 
 
 def cpu_state(state):

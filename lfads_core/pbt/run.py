@@ -6,20 +6,17 @@ generation ``pbt.csv`` and the state; at the end the best member as a single run
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Callable
 
-import attrs
 import numpy as np
 import yaml
 
 from ..assembly import check_components, load_data, make_model, set_threads
 from ..output.results import write_outputs
 from ..rundir import prepare_run_dir, write_metrics
-from ..spec.load import dump_spec, spec_to_dict
+from ..spec.load import spec_to_dict
 from ..spec.schema import Spec
 from ..train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .controller import Population, run_generations
@@ -100,15 +97,7 @@ def _plain(p: Population) -> dict:
 
 
 def _write_pbt_csv(path: Path, rows: list[dict]) -> None:
-    keys = ["member", "generation", "fitness", "epoch"]
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
+    write_metrics(path, rows, first=("member", "generation", "fitness", "epoch"))
 
 
 def _write_best(run_dir: Path, spec: Spec, sessions, best: int, state: dict, pop: Population,

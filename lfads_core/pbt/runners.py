@@ -59,7 +59,7 @@ class Host:
 
     def train(self, member: int, epochs: int) -> dict:
         with self._own_stream(member):
-            return train_member(self.members[member], epochs)
+            return train_member(self.members[member], epochs, self.spec.pbt.fitness)
 
     def state(self, member: int) -> dict:
         with self._own_stream(member):

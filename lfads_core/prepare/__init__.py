@@ -48,13 +48,9 @@ def _fraction(text: str) -> float:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+    from ..hooks import nonnegative_int
+
+    return nonnegative_int(text)
 
 
 def _ms(text: str) -> float:

@@ -206,6 +206,9 @@ class PbtSpec:
     max_generations: int = attrs.field(default=50, validator=ge(1))
     resources: ResourcesSpec = attrs.Factory(ResourcesSpec)
     search_space: dict[str, DimensionSpec] = attrs.Factory(default_search_space)
+    # Fitness (lower is better): the smoothed validation reconstruction, or the sample-validation
+    # NLL of the last epoch (needs the sample_validation augmentation).
+    fitness: str = attrs.field(default="valid", validator=one_of("valid", "sample_valid"))
     stop_ratio: float = attrs.field(default=5e-4, validator=ge(0.0))
     stop_generations: int = attrs.field(default=4, validator=ge(1))
     address: Optional[str] = None  # a Ray cluster (auto or HOST:PORT); null: an embedded one

@@ -20,7 +20,7 @@ import torch
 from ..protocols import Batch
 
 WARMUP = 3
-FIELDS = ("encod", "recon", "loss_mask", "grad_mask", "ext")
+FIELDS = ("encod", "recon", "loss_mask", "grad_mask", "ext", "score_mask")
 
 
 def _shape(batch: Batch, training: bool) -> tuple:
