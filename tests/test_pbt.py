@@ -171,3 +171,17 @@ def test_local_population_writes_outputs_and_resumes(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "resuming the population" in res.stdout and "generation 3/3" in res.stdout
     assert "generation 1/3" not in res.stdout
+
+
+def test_validate_checks_the_search_space_and_describes_the_population(tmp_path):
+    spec_path, _ = _spec(tmp_path, {})
+    env = {"OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "AutoLFADS: population 3" in res.stdout and "train.lr" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec_path),
+                          "--set", "pbt.search_space={train.lrr: {low: 0.001, high: 0.01}}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "pbt.search_space.train.lrr: not a hyperparameter" in res.stderr
+    assert "Traceback" not in res.stderr
