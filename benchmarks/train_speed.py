@@ -23,7 +23,7 @@ from lfads_core.data.batches import to_tensors
 from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.device import describe, resolve_device
 from lfads_core.output.sample import posterior_sample, rows_per_pass
-from lfads_core.run import training_batches
+from lfads_core.assembly import training_batches
 from lfads_core.spec.load import load_spec
 from lfads_core.train.loop import Trainer
 

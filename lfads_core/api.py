@@ -137,6 +137,7 @@ class Run:
                 raise DataError(f"infer: ext must be [{x.shape[0]}, {shape.t_out}, {shape.ext_dim}], "
                                 f"got {tuple(ext.shape)}")
             ext_t = torch.from_numpy(ext)
+        # Sampling reads only encod, ext and session: new trials need no targets.
         data = TensorSplit(encod=encod, recon=encod, mask=encod, ext=ext_t, session=s)
         out = posterior_sample(self.model, data, num_samples, rows_per_pass, seed)
         return Inference(rates=out["output_params"], factors=out["factors"],
@@ -172,7 +173,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu") -> Run:
     state = load_checkpoint(last)
     if "sessions" not in state:
         raise RunDirError(f"{last}: a checkpoint without the data sizes (written by an older lfads)")
-    return Run(path, spec, state, resolve_device(device))
+    return Run(path, spec, state, resolve_device(device, "load_run(device=...)"))
 
 
 def _number(text: Optional[str]) -> float:

@@ -11,7 +11,7 @@ import torch
 from . import registry
 from .components import DataSizes, InitCache, InitContext, SessionData
 from .conformance import check_model
-from .data.batches import batches, to_tensors
+from .data.batches import SessionBatches, batches, to_tensors
 from .data.h5 import Dataset, check_support, load_dataset
 from .data.sanity import data_warnings
 from .data.sessions import check_sessions, session_files
@@ -125,3 +125,22 @@ def check_components(spec: Spec, sessions: Sequence[Dataset], model: LFADS, augs
     for i, ds in enumerate(sessions):
         batch = next(batches(to_tensors(ds.train, session=i), min(3, ds.train.n_trials)))
         check_model(model, augs, batch, who, data_sizes(ds))
+
+
+def training_batches(spec: Spec, sessions: Sequence[Dataset], device: torch.device,
+                     drop_last: bool = False) -> tuple[SessionBatches, SessionBatches]:
+    """The training and validation batches of every session (training: sessions weighted by
+    ``data.session_weights``, without ragged batches when ``drop_last``; validation: every
+    trial once). On a GPU the data live there when they take at most half its free memory;
+    otherwise they stay in pinned host memory and each batch is copied over."""
+    splits = {name: [to_tensors(ds.splits[name], session=i) for i, ds in enumerate(sessions)]
+              for name in ("train", "valid")}
+    target = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = sum(t.nbytes for ts in splits.values() for t in ts) <= free // 2
+        splits = {k: [t.to(device, pin=not fits) for t in ts] for k, ts in splits.items()}
+        target = None if fits else device
+    bs = spec.data.batch_size
+    return (SessionBatches(splits["train"], bs, spec.data.session_weights, drop_last, target),
+            SessionBatches(splits["valid"], bs, device=target))

@@ -11,9 +11,10 @@ from .errors import SpecError
 
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, field: str = "train.device") -> torch.device:
     """``auto``: the first CUDA device when there is one, else the CPU. Asking for CUDA where
-    there is none (or for a device index that does not exist) is a one-line SpecError."""
+    there is none (or for a device index that does not exist) is a one-line SpecError naming
+    ``field`` (where the value came from)."""
     if name == "auto":
         return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
     if name == "cpu":
@@ -21,12 +22,12 @@ def resolve_device(name: str) -> torch.device:
     if not torch.cuda.is_available():
         why = ("this torch is built without CUDA" if torch.version.cuda is None
                else "no CUDA device is visible")
-        raise SpecError(f"train.device: {name} asked for, but {why} (torch {torch.__version__}); "
-                        f"use train.device: cpu or auto")
+        raise SpecError(f"{field}: {name} asked for, but {why} (torch {torch.__version__}); "
+                        f"use cpu or auto")
     index = int(name.split(":")[1]) if ":" in name else 0
     count = torch.cuda.device_count()
     if index >= count:
-        raise SpecError(f"train.device: {name} asked for, but there {'is' if count == 1 else 'are'} "
+        raise SpecError(f"{field}: {name} asked for, but there {'is' if count == 1 else 'are'} "
                         f"only {count} CUDA device{'s' if count != 1 else ''} (cuda:0"
                         f"{f' to cuda:{count - 1}' if count > 1 else ''})")
     return torch.device("cuda", index)

@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from . import hooks
 from .assembly import (check_components, data_sizes, load_data, make_model,
-                       session_shape, set_threads)
-from .data.batches import SessionBatches, to_tensors
+                       session_shape, set_threads, training_batches)
 from .data.h5 import Dataset
 from .data.sessions import fingerprint
 from .device import describe, resolve_device, use_graphs
@@ -30,7 +27,7 @@ from .train.loop import Trainer, uncovered_l2_groups
 
 __all__ = ["train", "Progress", "check_components", "data_sizes", "load_data", "make_model",
            "session_shape", "set_threads", "OUTPUT_FILE", "load_best", "sample", "write_outputs",
-           "SPEC_FILE", "prepare_run_dir", "write_metrics"]
+           "SPEC_FILE", "prepare_run_dir", "write_metrics", "training_batches"]
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -143,25 +140,6 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     model.dropout_rate = float(model.dropout_rate)
     write_outputs(run_dir, spec, sessions, model, log)
     return run_dir
-
-
-def training_batches(spec: Spec, sessions: Sequence[Dataset], device: torch.device,
-                     drop_last: bool = False) -> tuple[SessionBatches, SessionBatches]:
-    """The training and validation batches of every session (training: sessions weighted by
-    ``data.session_weights``, without ragged batches when ``drop_last``; validation: every
-    trial once). On a GPU the data live there when they take at most half its free memory;
-    otherwise they stay in pinned host memory and each batch is copied over."""
-    splits = {name: [to_tensors(ds.splits[name], session=i) for i, ds in enumerate(sessions)]
-              for name in ("train", "valid")}
-    target = None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        fits = sum(t.nbytes for ts in splits.values() for t in ts) <= free // 2
-        splits = {k: [t.to(device, pin=not fits) for t in ts] for k, ts in splits.items()}
-        target = None if fits else device
-    bs = spec.data.batch_size
-    return (SessionBatches(splits["train"], bs, spec.data.session_weights, drop_last, target),
-            SessionBatches(splits["valid"], bs, device=target))
 
 
 def check_resume(state: dict, model: LFADS, names: list[str], run_dir: Path, spec: Spec) -> None:

@@ -22,7 +22,7 @@ from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.device import resolve_device, use_graphs
 from lfads_core.errors import SpecError
 from lfads_core.output.sample import posterior_sample
-from lfads_core.run import training_batches
+from lfads_core.assembly import training_batches
 from lfads_core.spec.load import load_spec
 from lfads_core.train.loop import Trainer
 

@@ -125,7 +125,6 @@ def test_adopt_takes_weights_and_optimizer_keeps_own_streams(tmp_path):
     a = build_member(spec, sessions, 0, hp)
     b = build_member(spec, sessions, 1, hp)
     assert not torch.equal(next(a.model.parameters()), next(b.model.parameters()))  # own init
-    order = lambda t: [x.index.tolist() for x in t.train_batches(torch.Generator().manual_seed(0))]  # noqa: E731
     for _ in range(2):
         a.run_epoch()
         b.run_epoch()
@@ -142,7 +141,6 @@ def test_adopt_takes_weights_and_optimizer_keeps_own_streams(tmp_path):
     assert torch.equal(b.data_rng.get_state(), data_state)  # its own data order, not a's
     assert not torch.equal(b.data_rng.get_state(), a.data_rng.get_state())
     assert b.nan_recoveries == 0 and b.since_best == 0 and b.smoothed == a.smoothed
-    assert order(a) == order(b)  # same source order for one generator; the streams differ above
 
 
 def test_local_population_writes_outputs_and_resumes(tmp_path):

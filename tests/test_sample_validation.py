@@ -45,7 +45,7 @@ def test_held_out_neurons_columns_and_conformance():
 def test_sample_valid_is_reported_and_training_never_sees_the_held_values(tmp_path):
     from lfads_core.assembly import load_data, make_model
     from lfads_core.data.synth import make_lorenz, write_h5
-    from lfads_core.run import training_batches
+    from lfads_core.assembly import training_batches
     from lfads_core.spec.load import load_spec
     from lfads_core.train.loop import Trainer
     from pathlib import Path
@@ -72,3 +72,12 @@ def test_sample_valid_is_reported_and_training_never_sees_the_held_values(tmp_pa
     assert float(again["metric_sample_valid"]) != float(base["metric_sample_valid"])
     row = tr.run_epoch()
     assert "train_sample_valid" in row and row["train_sample_valid"] > 0
+
+
+def test_sessions_hold_out_their_own_elements():
+    sv = SampleValidation(SampleValidationConfig(fraction=0.3))
+    ctx = AugmentContext(True, 1, torch.Generator())
+    a = sv(_batch([2]), ctx)
+    b = sv(_batch([2]).replace(session=1), ctx)
+    assert not torch.equal(a.score_mask, b.score_mask)
+    assert torch.equal(sv(_batch([2]), ctx).score_mask, a.score_mask)

@@ -35,19 +35,28 @@ class SampleValidation(Augmentation):
 
     Config = SampleValidationConfig
 
-    def held(self, index: torch.Tensor, t: int, n: int) -> torch.Tensor:
-        """[B, t, n] bool: the held-out elements of the training trials ``index``."""
+    def __init__(self, config: SampleValidationConfig):
+        super().__init__(config)
+        self._rows: dict[tuple[int, int], torch.Tensor] = {}  # (session, trial) -> [t, n], drawn once
+
+    def held(self, index: torch.Tensor, t: int, n: int, session: int = 0) -> torch.Tensor:
+        """[B, t, n] bool: the held-out elements of the training trials ``index`` of ``session``
+        (drawn from the trial, the session and ``seed`` the first time, then kept)."""
         rows = []
         for i in index.tolist():
-            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(i) + 1)
-            rows.append(torch.rand(t, n, generator=g) < self.config.fraction)
+            row = self._rows.get((session, i))
+            if row is None or row.shape != (t, n):
+                g = torch.Generator().manual_seed(
+                    (self.config.seed * 1_000_003 + session * 7_919 + int(i) + 1) % (2**63 - 1))
+                row = self._rows[(session, i)] = torch.rand(t, n, generator=g) < self.config.fraction
+            rows.append(row)
         return torch.stack(rows)
 
     def __call__(self, batch: Batch, ctx: AugmentContext) -> Batch:
         if not ctx.training or batch.index is None:
             return batch
         b, t_r, n = batch.recon.shape
-        held = self.held(batch.index.cpu(), t_r, n).to(batch.recon.device, non_blocking=True)
+        held = self.held(batch.index.cpu(), t_r, n, batch.session).to(batch.recon.device, non_blocking=True)
         _, t_e, n_e = batch.encod.shape
         encod = batch.encod.masked_fill(held[:, :t_e, :n_e], 0.0)
         observed = batch.loss_mask

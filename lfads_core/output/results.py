@@ -223,7 +223,7 @@ def sample(run_dir: str | os.PathLike, num_samples: Optional[int] = None,
     set_threads(spec.train.threads)
     sessions = load_data(spec)
     model, _ = make_model(spec, sessions, read_init_cache(run_dir, fingerprint([d.path for d in sessions])))
-    model.to(resolve_device(device))
+    model.to(resolve_device(device, "--device"))
     return write_outputs(run_dir, spec, sessions, model, log)
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import TrainingError
 from ..spec.schema import PbtSpec
 from .explore import explore, should_stop, tournament
 
@@ -59,7 +60,8 @@ def run_generations(pbt: PbtSpec, runner, pop: Population, log: Callable[[str], 
                              **pop.hparams[m]})
         finite = [f for f in fitness.values() if math.isfinite(f)]
         if not finite:
-            raise RuntimeError(f"every member failed in generation {g + 1}")
+            raise TrainingError(f"every member of the population failed in generation {g + 1} "
+                                f"(the first: {next(iter(results.values())).get('error', 'non-finite fitness')})")
         best_m = min(fitness, key=lambda m: fitness[m])
         pop.best.append(fitness[best_m])
         pop.last_fitness = dict(fitness)

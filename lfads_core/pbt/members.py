@@ -9,7 +9,7 @@ import attrs
 import torch
 
 from .. import registry
-from ..assembly import make_model
+from ..assembly import make_model, training_batches
 from ..components import InitCache
 from ..data.h5 import Dataset
 from ..device import resolve_device, use_graphs
@@ -51,8 +51,6 @@ def build_member(spec: Spec, sessions: Sequence[Dataset], member: int, hparams: 
                  device: Optional[str] = None) -> Trainer:
     """Member ``member``'s Trainer: weights, batch order and augmentations from its own seed,
     ``hparams`` applied, on ``device`` (default: the spec's)."""
-    from ..run import training_batches
-
     own = attrs.evolve(spec, train=attrs.evolve(spec.train, seed=member_seed(spec, member)))
     dev = resolve_device(device or spec.train.device)
     model, augs = make_model(own, sessions, cache)

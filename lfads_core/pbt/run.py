@@ -6,6 +6,7 @@ generation ``pbt.csv`` and the state; at the end the best member as a single run
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Callable
@@ -79,7 +80,7 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
 
         def on_generation(p: Population) -> None:
             members = {m: runner.state(m) for m in sorted(p.hparams)}
-            save_checkpoint(state_path, {"population": _plain(p), "members": members})
+            save_checkpoint(state_path, {"population": dataclasses.asdict(p), "members": members})
             _write_pbt_csv(run_dir / "pbt.csv", p.rows)
 
         if not pop.done:
@@ -90,10 +91,6 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
         runner.close()
     log(f"best member {best}: fitness {pop.last_fitness[best]:.5f} after {pop.generation} generations")
     return _write_best(run_dir, spec, sessions, best, state, pop, log)
-
-
-def _plain(p: Population) -> dict:
-    return {f.name: getattr(p, f.name) for f in __import__("dataclasses").fields(p)}
 
 
 def _write_pbt_csv(path: Path, rows: list[dict]) -> None:
