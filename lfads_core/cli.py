@@ -173,13 +173,14 @@ def _validate(args) -> None:
     print(f"device: {_device_line(spec)}")
     if spec.pbt is not None:
         from .pbt.members import check_search_space
+        from .pbt.runners import describe_engine
 
         check_search_space(spec, source=str(args.spec))
         pbt = spec.pbt
         print(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
               f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations, "
               f"fitness {pbt.fitness}; tuning {', '.join(pbt.search_space)}; Ray: "
-              f"{pbt.address or 'embedded'}")
+              f"{pbt.address or 'embedded'}; engine {describe_engine(spec)}")
     print(f"output: {spec.output}")
     for ds in sessions:
         for note in ds.notes:

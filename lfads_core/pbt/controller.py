@@ -50,6 +50,8 @@ def run_generations(pbt: PbtSpec, runner, pop: Population, log: Callable[[str], 
         fitness = {}
         for m in sorted(results):
             res = results[m]
+            if res.get("warning"):
+                log(res["warning"])
             if "error" in res:
                 log(f"member {m} failed in generation {g + 1}: {res['error']}")
                 fitness[m] = math.inf

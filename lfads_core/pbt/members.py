@@ -12,6 +12,7 @@ from .. import registry
 from ..assembly import make_model, training_batches
 from ..components import InitCache
 from ..data.h5 import Dataset
+from ..data.sessions import is_multisession
 from ..device import resolve_device, use_graphs
 from ..errors import SpecError
 from ..spec.schema import Spec
@@ -38,6 +39,10 @@ def check_search_space(spec: Spec, source: str = "spec") -> None:
         problems.append(f"{source}: pbt.fitness: sample_valid needs the augmentation "
                         f"sample_validation in model.augmentations (e.g. first: "
                         f"{{name: sample_validation, fraction: 0.1}})")
+    if (spec.pbt.engine != "trials" and spec.pbt.stacked_batches == "member"
+            and is_multisession(spec.data.path)):
+        problems.append(f"{source}: pbt.stacked_batches: member needs one session (data.path names "
+                        f"several); use shared or auto")
     if problems:
         raise SpecError("\n".join(problems))
 
@@ -75,11 +80,42 @@ def train_member(trainer: Trainer, epochs: int, fitness: str = "valid") -> dict:
                 done += 1
     except Exception as exc:  # noqa: BLE001 - a member's failure is reported, the population goes on
         return {"error": f"{type(exc).__name__}: {exc}", "rows": trainer.history[start:]}
+    return {"fitness": _fitness(trainer, fitness), "rows": trainer.history[start:]}
+
+
+def _fitness(trainer: Trainer, fitness: str) -> float:
     if fitness == "sample_valid":
-        value = trainer.history[-1].get("train_sample_valid", float("inf"))
-    else:
-        value = trainer.smoothed if trainer.smoothed is not None else float("inf")
-    return {"fitness": float(value), "rows": trainer.history[start:]}
+        return float(trainer.history[-1].get("train_sample_valid", float("inf")))
+    return float(trainer.smoothed) if trainer.smoothed is not None else float("inf")
+
+
+def train_stacked(group, epochs: int, fitness: str = "valid") -> list[dict]:
+    """:func:`train_member` for the members of a :class:`~lfads_core.train.stacked.StackedTrainer`
+    trained together: ``epochs`` successful epochs each (a member rolled back after a non-finite
+    loss trains one more while the others wait); one result per member, in the group's order. A
+    failure of the whole step is every member's error."""
+    starts = [len(t.history) for t in group.trainers]
+    done = [0] * group.members
+    errors: list = [None] * group.members
+    group.load()
+    try:
+        while True:
+            active = [errors[i] is None and done[i] < epochs for i in range(group.members)]
+            if not any(active):
+                break
+            for i, res in enumerate(group.run_epoch(active)):
+                if isinstance(res, Exception):
+                    errors[i] = f"{type(res).__name__}: {res}"
+                elif res is not None:
+                    done[i] += 1
+    except Exception as exc:  # noqa: BLE001 - reported for every member; the population goes on
+        errors = [e or f"{type(exc).__name__}: {exc}" for e in errors]
+    out = []
+    for i, t in enumerate(group.trainers):
+        rows = t.history[starts[i]:]
+        out.append({"error": errors[i], "rows": rows} if errors[i] else
+                   {"fitness": _fitness(t, fitness), "rows": rows})
+    return out
 
 
 def cpu_state(state):

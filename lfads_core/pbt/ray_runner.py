@@ -41,8 +41,8 @@ def _worker_class(ray):
         def restore(self, member: int, state: dict) -> None:
             self.host.restore(member, state)
 
-        def train(self, member: int, epochs: int) -> dict:
-            return self.host.train(member, epochs)
+        def train_all(self, epochs: int) -> dict:
+            return self.host.train_all(epochs)
 
         def state(self, member: int) -> dict:
             return self.host.state(member)
@@ -133,13 +133,13 @@ class RayRunner:
             return self.ray.get(getattr(self._worker(member), method).remote(member, *args))
 
     def train(self, epochs: int) -> dict[int, dict]:
-        refs = {m: self._worker(m).train.remote(m, epochs) for m in sorted(self.hparams)}
+        refs = {w: worker.train_all.remote(epochs) for w, worker in enumerate(self.workers)}
         out, dead = {}, {}
-        for m, ref in refs.items():
+        for w, ref in refs.items():
             try:
-                out[m] = self.ray.get(ref)
+                out.update(self.ray.get(ref))
             except self.ray.exceptions.RayActorError as exc:
-                dead[m % self.n] = f"its Ray worker died ({str(exc).splitlines()[0]})"
+                dead[w] = f"its Ray worker died ({str(exc).splitlines()[0]})"
         for w, why in dead.items():
             self._respawn(w, why)
         for m, why in list(self.lost.items()):

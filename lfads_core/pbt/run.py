@@ -23,6 +23,7 @@ from ..train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoi
 from .controller import Population, run_generations
 from .explore import sample_initial
 from .members import check_search_space
+from .runners import describe_engine
 
 STATE = "pbt/state.pt"
 
@@ -76,7 +77,7 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
             runner.create(pop.hparams)
         log(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
             f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations; "
-            f"run dir {run_dir}")
+            f"engine {describe_engine(spec)}; run dir {run_dir}")
 
         def on_generation(p: Population) -> None:
             members = {m: runner.state(m) for m in sorted(p.hparams)}

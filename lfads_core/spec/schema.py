@@ -213,6 +213,16 @@ class PbtSpec:
     stop_generations: int = attrs.field(default=4, validator=ge(1))
     address: Optional[str] = None  # a Ray cluster (auto or HOST:PORT); null: an embedded one
     seed: int = 0
+    # How a worker trains its members: stacked (one model with a member dimension, vmap) or
+    # trials (one model after another); auto: stacked on CUDA, trials on the CPU
+    # (docs/autolfads.md, "Engines").
+    engine: str = attrs.field(default="auto", validator=one_of("auto", "stacked", "trials"))
+    # Members trained as one stacked group; null: every member of the worker on the CPU, as
+    # many as the GPU's memory holds on CUDA.
+    members_per_worker: Optional[int] = attrs.field(default=None, validator=ge(1))
+    # Stacked engine: each member its own batch order (member; one session only), or one order
+    # for all (shared); auto: member with one session, shared with several.
+    stacked_batches: str = attrs.field(default="auto", validator=one_of("auto", "member", "shared"))
 
 
 @attrs.frozen

@@ -52,6 +52,16 @@ def uncovered_l2_groups(model: LFADS) -> list[str]:
     return sorted(g for g in model.l2_groups() if g not in L2_KEYS)
 
 
+def total_loss(terms: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The unscaled loss from the loss terms and the scales and ramps (:attr:`Trainer.scales`:
+    ``kl_ic``, ``kl_co``, ``kl_ramp``, ``l2_ramp``, ``l2_div`` and one per L2 group)."""
+    sc = scales
+    kl = sc["kl_ic"] * terms["kl_ic"] + sc["kl_co"] * terms["kl_co"]
+    l2 = sum((sc[k[3:]] * v for k, v in terms.items() if k.startswith("l2_") and k[3:] in L2_KEYS),
+             torch.zeros_like(terms["recon"]))
+    return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * sc["l2_div"] * l2 + terms["penalty"]
+
+
 def augmentation_seed(seed: int, index: int) -> int:
     """The seed of the random generator of augmentation ``index`` for ``train.seed``."""
     return (seed * 1_000_003 + 7919 * (index + 1)) % (2**63 - 1)
@@ -74,6 +84,7 @@ class Trainer:
         # On the CPU a non-finite loss is caught at its batch; on CUDA at the end of the epoch
         # (reading it at every batch would wait for the device each time).
         self.check_each_batch = self.device.type == "cpu"
+        self.sample = True  # posterior samples in the training loss (False: the means; for tests)
         self.capturable = graphs
         self.lr_tensor = torch.tensor(spec.lr, device=self.device) if graphs else None
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr_tensor if graphs else spec.lr,
@@ -155,11 +166,7 @@ class Trainer:
     # -- one pass --------------------------------------------------------------------------
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unscaled loss from the terms, with the scales and ramps of :attr:`scales`."""
-        sc = self.scales
-        kl = sc["kl_ic"] * terms["kl_ic"] + sc["kl_co"] * terms["kl_co"]
-        l2 = sum((sc[k[3:]] * v for k, v in terms.items() if k.startswith("l2_") and k[3:] in L2_KEYS),
-                 torch.zeros((), device=self.device))
-        return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * sc["l2_div"] * l2 + terms["penalty"]
+        return total_loss(terms, self.scales)
 
     def _weighted_l2(self, terms: dict) -> float:
         """L2 = Σ_k λ_k · ½‖W_k‖² / (penalised weights), from epoch averages."""
@@ -171,7 +178,7 @@ class Trainer:
         and the optimizer step. Returns (terms, gradient norm or None). No host reads: on CUDA
         this is what a graph captures."""
         model = self.model
-        out = model(batch.encod, session=batch.session, ext=batch.ext, sample=True)
+        out = model(batch.encod, session=batch.session, ext=batch.ext, sample=self.sample)
         terms = model.losses(out, batch)
         total = terms["loss"] = self._total(terms)
         norm = None

@@ -1,0 +1,290 @@
+"""The stacked population engine (pbt.engine: stacked): a member of the stacked model equals the
+single model, the vectorised Adam equals torch.optim.Adam member by member, exploits copy one
+member's state, a NaN stays in its member, a model that cannot be stacked falls back to trials,
+and a whole population trains and resumes through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lfads_core.train.stacked import StackedTrainer, group_size, stack_batches
+from lfads_core.train.vadam import StackedAdam, clip_member_norms
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pbt import _spec  # noqa: E402 - the tiny population spec of the AutoLFADS tests
+
+ENV = {"OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
+
+
+def _members(tmp_path, n, hparams=None, **pbt):
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.members import build_member
+
+    _, spec = _spec(tmp_path, pbt)
+    sessions = load_data(spec)
+    hparams = hparams or [{} for _ in range(n)]
+    return spec, sessions, [build_member(spec, sessions, m, hparams[m]) for m in range(n)]
+
+
+def _no_augmentations(trainers):
+    for t in trainers:
+        t.augmentations, t.aug_rngs = [], []
+
+
+@pytest.mark.parametrize("P", [1, 3])
+def test_a_member_of_the_stack_computes_the_single_models_loss_and_gradients(tmp_path, P):
+    _, _, trainers = _members(tmp_path, P, [{"model.dropout_rate": 0.0, "train.kl.ic_scale": 1e-3 * (m + 1)}
+                                            for m in range(P)])
+    group = StackedTrainer(trainers, log=lambda s: None)
+    group.sample = False
+    batch = next(iter(trainers[0].train_batches(torch.Generator().manual_seed(1))))
+    group.base.train(True)
+    terms = group._forward(stack_batches([batch] * P))
+    terms["loss"].sum().backward()
+    for i, t in enumerate(trainers):
+        t.model.train(True)
+        out = t.model(batch.encod, session=0, sample=False)
+        single = t.model.losses(out, batch)
+        loss = t._total(single)
+        loss.backward()
+        assert float(terms["loss"][i].detach()) == pytest.approx(float(loss.detach()), rel=1e-5)
+        for k in ("recon", "kl_ic", "kl_co"):
+            assert float(terms[k][i].detach()) == pytest.approx(float(single[k].detach()), rel=1e-5, abs=1e-7)
+        for name, p in t.model.named_parameters():
+            if p.grad is None:
+                assert group.params[name].grad is None or not group.params[name].grad[i].any()
+                continue
+            assert group.params[name].grad is not None, name
+            torch.testing.assert_close(group.params[name].grad[i], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_stacked_training_step_equals_each_members_own_step(tmp_path):
+    """Forward, backward, per-member clipping (member 1 clipped, member 0 not) and Adam with
+    each member's learning rate: the weights after three steps equal the single models'."""
+    hp = [{"model.dropout_rate": 0.0, "train.lr": 0.01}, {"model.dropout_rate": 0.0, "train.lr": 0.002}]
+    spec, sessions, trainers = _members(tmp_path, 2, hp)
+    _no_augmentations(trainers)
+    from lfads_core.pbt.members import build_member
+
+    single = [build_member(spec, sessions, m, hp[m]) for m in range(2)]
+    _no_augmentations(single)
+    for t in trainers + single:
+        t.sample = False
+        t.spec = type(t.spec)(**{**{a.name: getattr(t.spec, a.name) for a in t.spec.__attrs_attrs__},
+                                 "grad_clip": 50.0})
+    group = StackedTrainer(trainers, log=lambda s: None)
+    group.sample = False
+    group._hparams()
+    batches = list(trainers[0].train_batches(torch.Generator().manual_seed(3)))[:3]
+    norms = []
+    for batch in batches:
+        group.base.train(True)
+        _, n = group._step(stack_batches([batch, batch]), True)
+        norms.append(n)
+        for t in single:
+            t.model.train(True)
+            t._step(batch, True)
+    assert float(norms[0][0]) != pytest.approx(float(norms[0][1]))
+    group.store()
+    for t, s in zip(trainers, single):
+        for (name, p), q in zip(t.model.named_parameters(), s.model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+        st_a, st_b = t.optimizer.state_dict()["state"], s.optimizer.state_dict()["state"]
+        assert float(st_a[0]["step"]) == float(st_b[0]["step"]) == 3.0
+        torch.testing.assert_close(st_a[0]["exp_avg_sq"], st_b[0]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(lrs=st.lists(st.floats(1e-4, 0.1), min_size=1, max_size=4), wd=st.sampled_from([0.0, 0.01]),
+       steps=st.integers(1, 4), seed=st.integers(0, 1000))
+def test_vectorised_adam_equals_torch_adam_member_by_member(lrs, wd, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    P = len(lrs)
+    stacked = {"w": torch.randn(P, 5, 3, generator=gen), "b": torch.randn(P, 3, generator=gen)}
+    singles = [{k: v[i].clone().requires_grad_(True) for k, v in stacked.items()} for i in range(P)]
+    opts = [torch.optim.Adam(list(s.values()), lr=lr, eps=1e-8, weight_decay=wd) for s, lr in zip(singles, lrs)]
+    adam = StackedAdam(stacked, eps=1e-8, weight_decay=wd)
+    for _ in range(steps):
+        grads = {k: torch.randn(v.shape, generator=gen) for k, v in stacked.items()}
+        adam.step(grads, torch.tensor(lrs))
+        for i, (s, opt) in enumerate(zip(singles, opts)):
+            for k, p in s.items():
+                p.grad = grads[k][i].clone()
+            opt.step()
+    for i, s in enumerate(singles):
+        for k, p in s.items():
+            torch.testing.assert_close(stacked[k][i], p.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(adam.exp_avg[k][i], opts[i].state[p]["exp_avg"])
+
+
+def test_vectorised_adam_leaves_inactive_members_alone_and_clips_per_member():
+    stacked = {"w": torch.ones(3, 4)}
+    adam = StackedAdam(stacked)
+    adam.step({"w": torch.ones(3, 4)}, torch.full((3,), 0.1), torch.tensor([True, False, True]))
+    assert adam.steps.tolist() == [1.0, 0.0, 1.0]
+    assert torch.equal(stacked["w"][1], torch.ones(4)) and not adam.exp_avg["w"][1].any()
+    assert torch.allclose(stacked["w"][0], torch.full((4,), 0.9))
+    grads = {"a": torch.tensor([[3.0, 4.0], [0.3, 0.4]]), "b": None}
+    norms = clip_member_norms(grads, 1.0)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 0.5]))
+    torch.testing.assert_close(grads["a"], torch.tensor([[0.6, 0.8], [0.3, 0.4]]), atol=1e-5, rtol=0)
+
+
+def test_member_batches_follow_each_members_generator_and_shared_the_first(tmp_path):
+    _, _, trainers = _members(tmp_path, 2)
+    starts = [t.data_rng.get_state() for t in trainers]
+    group = StackedTrainer(trainers, batches="member", log=lambda s: None)
+    steps = list(group._member_batches(True))
+    assert any(not torch.equal(a.index, b.index) for a, b in steps)
+    assert all(not torch.equal(t.data_rng.get_state(), s) for t, s in zip(trainers, starts))
+    group = StackedTrainer(trainers, batches="shared", log=lambda s: None)
+    before = trainers[1].data_rng.get_state()
+    assert all(a is b for a, b in group._member_batches(True))
+    assert torch.equal(trainers[1].data_rng.get_state(), before)
+
+
+class _Poison:
+    """An augmentation that makes a member's input NaN in one batch of one epoch (once)."""
+
+    def __init__(self, epoch):
+        self.epoch, self.done = epoch, False
+
+    def __call__(self, batch, ctx):
+        if ctx.training and ctx.epoch == self.epoch and not self.done:
+            self.done = True
+            return batch.replace(encod=batch.encod * float("nan"))
+        return batch
+
+
+def _train(tmp_path, poison: bool):
+    from lfads_core.pbt.members import train_stacked
+
+    torch.manual_seed(0)
+    _, _, trainers = _members(tmp_path, 3)
+    if poison:
+        trainers[1].augmentations.append(_Poison(epoch=2))
+        trainers[1].aug_rngs.append(torch.Generator())
+    group = StackedTrainer(trainers, log=lambda s: None)
+    torch.manual_seed(1)
+    train_stacked(group, 1)
+    before = {n: p.detach().clone() for n, p in trainers[1].model.named_parameters()}
+    lr = trainers[1].hparams["train.lr"]
+    results = train_stacked(group, 1)
+    return trainers, results, before, lr
+
+
+def test_a_nan_in_one_member_rolls_back_that_member_only(tmp_path):
+    clean, _, _, _ = _train(tmp_path, poison=False)
+    trainers, results, before, lr = _train(tmp_path, poison=True)
+    assert all("fitness" in r for r in results)
+    t = trainers[1]
+    assert t.nan_recoveries == 1 and t.hparams["train.lr"] == pytest.approx(lr * t.spec.nan.lr_factor)
+    assert len(t.history) == 2  # the rolled-back epoch trained again
+    for m in (0, 2):  # the others trained exactly as without the poisoned member
+        assert trainers[m].nan_recoveries == 0 and len(trainers[m].history) == 2
+        for p, q in zip(trainers[m].model.parameters(), clean[m].model.parameters()):
+            assert torch.equal(p, q)
+    assert all(math.isfinite(v) for v in t.history[-1].values() if isinstance(v, float))
+    assert any(not torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+
+
+def test_exploit_copies_exactly_one_members_state_into_the_stack(tmp_path):
+    from lfads_core.pbt.members import cpu_state, train_stacked
+
+    _, _, trainers = _members(tmp_path, 3)
+    group = StackedTrainer(trainers, log=lambda s: None)
+    train_stacked(group, 1)
+    others = {m: {n: p.detach().clone() for n, p in group.params.items()} for m in (0, 2)}
+    trainers[1].adopt(cpu_state(trainers[2].state_dict()), {"train.lr": 0.0009})
+    group.load()
+    for n, p in group.params.items():
+        assert torch.equal(p[1], p[2]), n
+        assert torch.equal(p[0], others[0][n][0]) and torch.equal(p[2], others[2][n][2])
+    for n in group.trainable:
+        assert torch.equal(group.adam.exp_avg[n][1], group.adam.exp_avg[n][2])
+    assert group.adam.steps[1] == group.adam.steps[2]
+    assert group.lr.tolist() == pytest.approx([trainers[0].hparams["train.lr"], 0.0009,
+                                               trainers[2].hparams["train.lr"]])
+
+
+def test_a_model_that_cannot_be_stacked_falls_back_to_trials_with_one_warning(tmp_path, monkeypatch):
+    from lfads_core.assembly import load_data
+    from lfads_core.model import readio
+    from lfads_core.pbt.runners import LocalRunner
+
+    _, spec = _spec(tmp_path, {"engine": "stacked"})
+    sessions = load_data(spec)
+    cls = readio.IdentityReadin
+    original = cls.forward
+
+    def host_read(self, x):  # a component that reads a tensor on the host: vmap refuses
+        float(x.sum())
+        return original(self, x)
+
+    monkeypatch.setattr(cls, "forward", host_read)
+    runner = LocalRunner(spec, sessions)
+    runner.create({m: {} for m in range(2)})
+    results = runner.train(1)
+    assert all("fitness" in r for r in results.values())
+    assert "cannot run stacked" in results[0]["warning"] and "trials" in results[0]["warning"]
+    assert runner.host.engine == "trials"
+    assert "warning" not in runner.train(1)[0]  # once
+
+
+def test_group_size_from_memory():
+    assert group_size(6) == 6
+    assert group_size(6, per_member=2 << 30, free=10 << 30) == 3  # 0.7 * 10 GiB / 2 GiB
+    assert group_size(6, per_member=20 << 30, free=10 << 30) == 1
+    assert group_size(2, per_member=1 << 20, free=10 << 30) == 2
+
+
+def test_member_batches_with_several_sessions_is_a_spec_error(tmp_path):
+    from lfads_core.errors import SpecError
+    from lfads_core.pbt.members import check_search_space
+    from lfads_core.pbt.runners import engine, stacked_batches
+
+    _, spec = _spec(tmp_path, {"engine": "stacked", "stacked_batches": "member"})
+    check_search_space(spec)  # one session: fine
+    import attrs
+
+    multi = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "*.h5")))
+    with pytest.raises(SpecError, match="pbt.stacked_batches: member needs one session"):
+        check_search_space(multi)
+    auto = attrs.evolve(multi, pbt=attrs.evolve(multi.pbt, stacked_batches="auto"))
+    assert stacked_batches(auto) == "shared" and stacked_batches(spec) == "member"
+    auto = attrs.evolve(spec, pbt=attrs.evolve(spec.pbt, engine="auto"))
+    assert engine(auto, "cpu") == "trials" and engine(auto, "cuda") == "stacked"
+
+
+def test_stacked_population_through_the_cli_writes_outputs_and_resumes(tmp_path):
+    spec_path, spec = _spec(tmp_path, {"engine": "stacked"})
+    cmd = [sys.executable, "-m", "lfads_core.cli", str(spec_path)]
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec_path)],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 0 and "engine stacked (groups of" in res.stdout, res.stdout + res.stderr
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "engine stacked" in res.stdout and "warning" not in res.stdout + res.stderr
+    run = Path(spec.output)
+    with open(run / "pbt.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["member"]), int(r["generation"])) for r in rows] == [(m, g) for g in (1, 2) for m in range(3)]
+    assert all(math.isfinite(float(r["fitness"])) for r in rows)
+    with open(run / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3  # burn-in 1 + 2 generations of 1 epoch
+    assert "pbt" not in yaml.safe_load((run / "best_spec.yaml").read_text())
+    assert (run / "lfads_output.h5").exists()
+    res = subprocess.run(cmd + ["--set", "pbt.max_generations=3"], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "resuming the population" in res.stdout and "generation 3/3" in res.stdout
