@@ -1,7 +1,7 @@
 #!/bin/bash
 # The CUDA checks, on the lent GPU machine (no package registry there; ../shared/LIBRARIES.md):
 # install from the carried wheels (.whl/: cattrs, typing_extensions), then the CUDA tests and the
-# speed benchmark on the GPU. Writes cuda_tests.txt and speed.txt into $OUT.
+# speed benchmarks on the GPU. Writes cuda_tests.txt, speed.txt and engine.txt into $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT" /tmp/site
@@ -14,3 +14,4 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -x 2>&1 | tail -40 | tee "$OUT/cuda_tests.txt"
 timeout "${BENCH_TIMEOUT:-200}" python3 benchmarks/train_speed.py --device cuda --epochs "${EPOCHS:-5}" 2>&1 | tail -30 | tee "$OUT/speed.txt"
+timeout "${ENGINE_TIMEOUT:-240}" python3 benchmarks/pbt_engine.py --device cuda --sizes "${SIZES:-1,8,32,64,128}" --trials-members 2 2>&1 | tail -20 | tee "$OUT/engine.txt"

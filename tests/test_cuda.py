@@ -236,3 +236,68 @@ def test_cli_cuda_without_cuda_is_one_line_and_validate_names_the_device(setup, 
                          text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "device: cpu (1 threads; train.device: cpu)" in res.stdout
+
+
+def _stacked_pair(spec, sessions, device, graphs):
+    """A stacked group of two members on ``device`` without noise (no dropout, no coordinated
+    dropout, posterior means), with different learning rates."""
+    import attrs
+
+    from lfads_core.pbt.members import build_member
+    from lfads_core.train.stacked import StackedTrainer
+
+    quiet = attrs.evolve(_no_noise(spec), train=attrs.evolve(spec.train, device=device,
+                                                             cuda_graphs="on" if graphs else "off"))
+    trainers = [build_member(quiet, sessions, m, {"train.lr": 0.002 * (m + 1)}) for m in range(2)]
+    group = StackedTrainer(trainers, log=lambda s: None, graphs=graphs)
+    group.sample = False
+    group._hparams()
+    return group
+
+
+def _stacked_steps(group, batches_, n):
+    from lfads_core.train.stacked import stack_batches
+
+    group.base.train(True)
+    for i in range(n):
+        b = batches_[i % len(batches_)]
+        b = type(b)(**{k: (v.to(group.device) if isinstance(v, torch.Tensor) else v)
+                       for k, v in vars(b).items()})
+        stacked = stack_batches([b, b])
+        if group.graphs is not None:
+            group.graphs.step(stacked, True)
+        else:
+            group._step(stacked, True)
+    return {k: v.detach().cpu() for k, v in group.params.items()}
+
+
+@needs_cuda
+def test_stacked_steps_agree_on_cpu_and_cuda_and_with_graphs(setup):
+    spec, sessions = setup
+    torch.manual_seed(0)
+    data = to_tensors(sessions[0].train)
+    fixed = list(batches(data, spec.data.batch_size, torch.Generator().manual_seed(0)))[:2]
+    fixed = [b for b in fixed if b.encod.shape[0] == spec.data.batch_size]
+    cpu = _stacked_steps(_stacked_pair(spec, sessions, "cpu", False), fixed, 6)
+    eager = _stacked_steps(_stacked_pair(spec, sessions, "cuda", False), fixed, 6)
+    group = _stacked_pair(spec, sessions, "cuda", True)
+    graphs = _stacked_steps(group, fixed, 6)
+    assert group.graphs.captured and group.graphs.failed is None
+    for k in cpu:
+        torch.testing.assert_close(eager[k], cpu[k], rtol=2e-3, atol=2e-5, msg=k)
+        torch.testing.assert_close(graphs[k], eager[k], rtol=2e-3, atol=2e-5, msg=k)
+
+
+@needs_cuda
+def test_stacked_group_size_comes_from_the_gpu_memory(setup):
+    import attrs
+
+    from lfads_core.pbt.members import build_member
+    from lfads_core.train.stacked import group_size, member_memory
+
+    spec, sessions = setup
+    cuda_spec = attrs.evolve(spec, train=attrs.evolve(spec.train, device="cuda"))
+    per = member_memory(lambda: build_member(cuda_spec, sessions, 0, {}))
+    free = torch.cuda.mem_get_info()[0]
+    assert 0 < per < free
+    assert group_size(10**6, per, free) == int(0.7 * free // per)

@@ -137,3 +137,16 @@ def test_joins_a_cluster_started_apart(tmp_path):
         assert f"at 127.0.0.1:{port}" in res.stdout and "generation 2/2" in res.stdout
     finally:
         _cleanup(head)
+
+
+def test_stacked_engine_on_ray_workers(tmp_path):
+    """Each of 2 workers trains its members as one stacked group (4 members: 2 per worker)."""
+    spec = _spec(tmp_path, "stacked", population=4, max_generations=2, engine="stacked")
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(spec)], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Ray: 2 workers of 1 CPU" in res.stdout and "engine stacked" in res.stdout
+    assert "warning" not in res.stdout + res.stderr
+    rows = _rows(tmp_path / "stacked")
+    assert [(int(m), int(g)) for m, g, _, _ in rows] == [(m, g) for g in (1, 2) for m in range(4)]
+    assert all(float(f) < float("inf") for _, _, f, _ in rows)

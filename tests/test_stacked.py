@@ -288,3 +288,33 @@ def test_stacked_population_through_the_cli_writes_outputs_and_resumes(tmp_path)
                          env=ENV, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "resuming the population" in res.stdout and "generation 3/3" in res.stdout
+
+
+def test_shared_batches_train_several_sessions_stacked(tmp_path):
+    """Multisession: each step holds one session for every member; every member's readouts of
+    both sessions train."""
+    import shutil
+
+    import attrs
+
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.members import build_member, train_stacked
+
+    _, spec = _spec(tmp_path, {"engine": "stacked"})
+    for name in ("day1.h5", "day2.h5"):
+        shutil.copy(spec.data.path, tmp_path / name)
+    spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")))
+    sessions = load_data(spec)
+    assert len(sessions) == 2
+    trainers = [build_member(spec, sessions, m, {}) for m in range(2)]
+    before = [{n: p.detach().clone() for n, p in t.model.named_parameters() if n.startswith("readouts.")}
+              for t in trainers]
+    group = StackedTrainer(trainers, batches="shared", log=lambda s: None)
+    results = train_stacked(group, 1)
+    assert all("fitness" in r and math.isfinite(r["fitness"]) for r in results)
+    for t, b in zip(trainers, before):
+        for n, p in t.model.named_parameters():
+            if n in b:
+                assert not torch.equal(p, b[n]), n
+    with pytest.raises(Exception, match="member needs batches of one session"):
+        StackedTrainer(trainers, batches="member", log=lambda s: None).run_epoch([True, True])

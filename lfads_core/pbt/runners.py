@@ -51,12 +51,14 @@ def describe_engine(spec: Spec) -> str:
 
     pbt = spec.pbt
     try:
-        name = engine(spec, resolve_device(spec.train.device))
+        device = resolve_device(spec.train.device)
     except Exception:  # noqa: BLE001 - the device's own check reports what is wrong with it
-        name = pbt.engine
+        device = torch.device("cpu")
+    name = engine(spec, device)
     if name != "stacked":
         return name
-    size = pbt.members_per_worker or "a worker's members, as many as fit a GPU"
+    size = pbt.members_per_worker or ("as many of a worker's members as fit the GPU's memory"
+                                      if device.type == "cuda" else "all of a worker's members")
     return f"stacked (groups of {size}; {stacked_batches(spec)} batches)"
 
 

@@ -1,0 +1,103 @@
+"""Member-epochs per second of the two population engines on the Lorenz spec: ``trials`` (the
+members one after another, each its own model) and ``stacked`` (one model with a member
+dimension), for populations of the sizes given; peak GPU memory on CUDA and the group size the
+stacked engine would choose from the GPU's memory. Prints a table. Run on a quiet machine:
+
+    .venv/bin/python benchmarks/pbt_engine.py                       # CPU, population 4
+    .venv/bin/python benchmarks/pbt_engine.py --device cuda --sizes 1,8,32,64,128
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="4", help="population sizes, comma-separated")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs (after one untimed)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs")
+    p.add_argument("--trials-members", type=int, default=4,
+                   help="members the trials engine is timed with (its rate does not depend on P)")
+    args = p.parse_args(argv)
+    import torch
+
+    from lfads_core.assembly import load_data, set_threads
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.device import use_graphs
+    from lfads_core.pbt.members import build_member, train_member, train_stacked
+    from lfads_core.spec.load import load_spec
+    from lfads_core.train.stacked import StackedTrainer, group_size, member_memory
+
+    threads = set_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp())
+    write_h5(make_lorenz(seed=0), tmp / "lorenz.h5")
+    spec = load_spec(ROOT / "examples" / "lorenz.yaml",
+                     [f"data.path={tmp / 'lorenz.h5'}", f"train.device={args.device}",
+                      f"train.cuda_graphs={args.graphs}"], out=str(tmp / "run"))
+    sessions = load_data(spec)
+    cuda = args.device.startswith("cuda")
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def hp(m):  # distinct hyperparameters per member, as in a population
+        return {"train.lr": 0.004 * (1 + 0.05 * m), "model.dropout_rate": 0.05 + 0.01 * (m % 5)}
+
+    rows = []
+    # trials: each member its own model, one after another.
+    n = args.trials_members
+    members = [build_member(spec, sessions, m, hp(m)) for m in range(n)]
+    for t in members:
+        train_member(t, 1)
+    sync()
+    start = time.perf_counter()
+    for t in members:
+        train_member(t, args.epochs)
+    sync()
+    trials_rate = n * args.epochs / (time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    rows.append(("trials", n, trials_rate, 1.0, peak))
+    del members
+    graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
+    for size in sizes:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        trainers = [build_member(spec, sessions, m, hp(m)) for m in range(size)]
+        group = StackedTrainer(trainers, "member", log=print, graphs=graphs)
+        group.check()
+        train_stacked(group, 1)
+        sync()
+        start = time.perf_counter()
+        train_stacked(group, args.epochs)
+        sync()
+        rate = size * args.epochs / (time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        rows.append(("stacked", size, rate, rate / trials_rate, peak))
+        del group, trainers
+    print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
+          f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}")
+    print(f"{'engine':<8} {'members':>7} {'member-epochs/s':>16} {'vs trials':>10} {'peak GPU GiB':>13}")
+    for engine, size, rate, ratio, peak in rows:
+        print(f"{engine:<8} {size:>7} {rate:>16.3f} {ratio:>9.2f}x {peak:>13.2f}")
+    if cuda:
+        per = member_memory(lambda: build_member(spec, sessions, 0, hp(0)))
+        free = torch.cuda.mem_get_info()[0]
+        print(f"one member adds {per / 2**20:.0f} MiB per step; with {free / 2**30:.1f} GiB free a "
+              f"worker would stack {group_size(10**6, per, free)} members")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
