@@ -62,6 +62,12 @@ def total_loss(terms: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) 
     return terms["recon"] + sc["kl_ramp"] * kl + sc["l2_ramp"] * sc["l2_div"] * l2 + terms["penalty"]
 
 
+def finite_step(terms: dict[str, torch.Tensor], norm: Optional[torch.Tensor]) -> torch.Tensor:
+    """Where a step's loss (and gradient norm, when it trained) is finite (a device tensor)."""
+    finite = torch.isfinite(terms["loss"])
+    return finite & torch.isfinite(norm) if norm is not None else finite
+
+
 def augmentation_seed(seed: int, index: int) -> int:
     """The seed of the random generator of augmentation ``index`` for ``train.seed``."""
     return (seed * 1_000_003 + 7919 * (index + 1)) % (2**63 - 1)
@@ -189,6 +195,12 @@ class Trainer:
             self.optimizer.step()
         return {k: v.detach() for k, v in terms.items()}, norm
 
+    def augment(self, batch, training: bool):
+        """``batch`` through this trainer's augmentations, each with its own generator."""
+        for aug, rng in zip(self.augmentations, self.aug_rngs):
+            batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
+        return batch
+
     def _pass(self, training: bool) -> dict[str, float]:
         model, source = self.model, self.train_batches if training else self.valid_batches
         model.train(training)
@@ -198,15 +210,10 @@ class Trainer:
         gen = self.data_rng if training else None
         with torch.set_grad_enabled(training):
             for batch in source(gen):
-                for aug, rng in zip(self.augmentations, self.aug_rngs):
-                    batch = aug(batch, AugmentContext(training, self.epoch + 1, rng))
-                if self.graphs is not None:
-                    terms, norm = self.graphs.step(batch, training)
-                else:
-                    terms, norm = self._step(batch, training)
-                finite = torch.isfinite(terms["loss"])
-                if norm is not None:
-                    finite = finite & torch.isfinite(norm)
+                batch = self.augment(batch, training)
+                step = self.graphs.step if self.graphs is not None else self._step
+                terms, norm = step(batch, training)
+                finite = finite_step(terms, norm)
                 if self.check_each_batch and not bool(finite):
                     raise NonFiniteLoss()
                 bad |= ~finite

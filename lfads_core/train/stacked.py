@@ -33,11 +33,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from ..components import AugmentContext
 from ..errors import TrainingError
 from ..protocols import Batch
 from .graphs import FIELDS, StepGraphs
-from .loop import Trainer, total_loss
+from .loop import Trainer, finite_step, total_loss
 from .schedules import ramp
 from .vadam import StackedAdam, clip_member_norms, member_view
 
@@ -251,20 +250,10 @@ class StackedTrainer:
         count = 0
         with torch.set_grad_enabled(training):
             for step in self._member_batches(training):
-                own = []
-                for t, batch in zip(self.trainers, step):
-                    for aug, rng in zip(t.augmentations, t.aug_rngs):
-                        batch = aug(batch, AugmentContext(training, t.epoch + 1, rng))
-                    own.append(batch)
-                stacked = stack_batches(own)
-                if self.graphs is not None:
-                    terms, norms = self.graphs.step(stacked, training)
-                else:
-                    terms, norms = self._step(stacked, training)
-                finite = torch.isfinite(terms["loss"])
-                if norms is not None:
-                    finite = finite & torch.isfinite(norms)
-                bad |= ~finite
+                own = [t.augment(batch, training) for t, batch in zip(self.trainers, step)]
+                run = self.graphs.step if self.graphs is not None else self._step
+                terms, norms = run(stack_batches(own), training)
+                bad |= ~finite_step(terms, norms)
                 n = own[0].encod.shape[0]
                 count += n
                 for k, v in terms.items():
