@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +76,9 @@ def test_stopping_rule():
     assert not should_stop([math.inf] * 6, 5e-4, 4)
 
 
-def _spec(tmp_path, pbt: dict, **extra):
+def _spec(tmp_path, pbt: dict, name: str = "run", **extra):
+    """A tiny population spec (tiny Lorenz data, tiny model) written to ``tmp_path/<name>.yaml``
+    with output ``tmp_path/<name>``; ``pbt`` overrides the pbt section. Returns (path, spec)."""
     from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.spec.load import load_spec
 
@@ -93,8 +94,8 @@ def _spec(tmp_path, pbt: dict, **extra):
            "sampling": {"num_samples": 2, "plots": False},
            "pbt": {"population": 3, "generation_epochs": 1, "burn_in_epochs": 1, "max_generations": 2,
                    "address": "local", **pbt},
-           "output": str(tmp_path / "run"), **extra}
-    path = tmp_path / "spec.yaml"
+           "output": str(tmp_path / name), **extra}
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, load_spec(path)
 

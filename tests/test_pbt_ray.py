@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytest.importorskip("ray")
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pbt import _spec as tiny_spec  # noqa: E402 - the tiny population spec of the AutoLFADS tests
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg",
@@ -26,23 +26,9 @@ ENV.pop("RAY_ADDRESS", None)
 
 
 def _spec(tmp_path: Path, name: str, **pbt) -> Path:
-    from lfads_core.data.synth import make_lorenz, write_h5
-
-    data = tmp_path / "tiny.h5"
-    if not data.exists():
-        write_h5(make_lorenz(seed=0, n_conditions=6, trials_per_condition=6, n_bins=20, n_neurons=8), data)
-    raw = {"data": {"path": str(data), "batch_size": 12},
-           "model": {"encoder": {"name": "bigru", "ic_enc_dim": 6, "ci_enc_dim": 6, "ic_dim": 4, "ci_lag": 1},
-                     "generator": {"name": "gru", "gen_dim": 8, "con_dim": 4, "co_dim": 1, "fac_dim": 3},
-                     "reconstruction": {"name": "poisson"},
-                     "augmentations": [{"name": "coordinated_dropout", "rate": 0.3}]},
-           "train": {"max_epochs": 100, "kl": {"ramp_epochs": 1}, "l2": {"ramp_epochs": 1}},
-           "sampling": {"num_samples": 2, "plots": False},
-           "pbt": {"population": 3, "generation_epochs": 2, "burn_in_epochs": 0, "max_generations": 4,
-                   "resources": {"cpu": 1}, **pbt},
-           "output": str(tmp_path / name)}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    """The tiny population of test_pbt on an embedded Ray (2 epochs a generation, 4 generations)."""
+    path, _ = tiny_spec(tmp_path, {"generation_epochs": 2, "burn_in_epochs": 0, "max_generations": 4,
+                                   "resources": {"cpu": 1}, "address": None, **pbt}, name=name)
     return path
 
 

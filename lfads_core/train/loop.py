@@ -239,17 +239,22 @@ class Trainer:
             valid = self._pass(False)
         except NonFiniteLoss:
             self.load_state_dict(good)
-            self.nan_recoveries += 1
-            if self.nan_recoveries > self.spec.nan.max_recoveries:
-                raise TrainingError(
-                    f"non-finite loss again in epoch {self.epoch + 1} after {self.spec.nan.max_recoveries} "
-                    f"recoveries; lower train.lr or check the data") from None
-            lr = self.hparams["train.lr"] * self.spec.nan.lr_factor
-            self.set_hparams({"train.lr": lr})
-            self.log(f"non-finite loss in epoch {self.epoch + 1}: restored the last good state, "
-                     f"learning rate lowered to {lr:.3g} (recovery {self.nan_recoveries})")
+            self.recover_from_non_finite()
             return None
         return self._finish_epoch(train, valid, time.perf_counter() - start)
+
+    def recover_from_non_finite(self) -> None:
+        """After an epoch with a non-finite loss was rolled back: count the recovery and lower
+        the learning rate, or raise :class:`TrainingError` past ``train.nan.max_recoveries``."""
+        self.nan_recoveries += 1
+        if self.nan_recoveries > self.spec.nan.max_recoveries:
+            raise TrainingError(
+                f"non-finite loss again in epoch {self.epoch + 1} after {self.spec.nan.max_recoveries} "
+                f"recoveries; lower train.lr or check the data") from None
+        lr = self.hparams["train.lr"] * self.spec.nan.lr_factor
+        self.set_hparams({"train.lr": lr})
+        self.log(f"non-finite loss in epoch {self.epoch + 1}: restored the last good state, "
+                 f"learning rate lowered to {lr:.3g} (recovery {self.nan_recoveries})")
 
     def _finish_epoch(self, train: dict, valid: dict, seconds: float) -> dict:
         spec = self.spec

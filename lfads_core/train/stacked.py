@@ -38,7 +38,7 @@ from ..protocols import Batch
 from .graphs import FIELDS, StepGraphs
 from .loop import Trainer, finite_step, total_loss
 from .schedules import ramp
-from .vadam import StackedAdam, clip_member_norms, member_view
+from .vadam import StackedAdam, clip_member_norms
 
 BATCHES = ("member", "shared")
 
@@ -306,16 +306,14 @@ class StackedTrainer:
             self.adam.exp_avg_sq[n][i].copy_(exp_avg_sq[n][i])
         self.adam.steps[i] = steps[i]
 
-    def _nan(self, t: Trainer):
-        """A member's non-finite epoch (weights already rolled back): as Trainer.run_epoch."""
-        t.nan_recoveries += 1
-        if t.nan_recoveries > t.spec.nan.max_recoveries:
-            return TrainingError(f"non-finite loss again in epoch {t.epoch + 1} after "
-                                 f"{t.spec.nan.max_recoveries} recoveries; lower train.lr or check the data")
-        lr = t.hparams["train.lr"] * t.spec.nan.lr_factor
-        t.set_hparams({"train.lr": lr})
-        t.log(f"non-finite loss in epoch {t.epoch + 1}: restored the last good state, "
-              f"learning rate lowered to {lr:.3g} (recovery {t.nan_recoveries})")
+    @staticmethod
+    def _nan(t: Trainer):
+        """A member's non-finite epoch (its weights already rolled back), as Trainer.run_epoch
+        handles one: None, or the TrainingError past its recoveries."""
+        try:
+            t.recover_from_non_finite()
+        except TrainingError as exc:
+            return exc
         return None
 
 
@@ -346,4 +344,4 @@ def group_size(hosted: int, per_member: Optional[int] = None, free: Optional[int
     return max(1, min(hosted, int(fraction * free // per_member)))
 
 
-__all__ = ["StackedTrainer", "NotStackable", "stack_batches", "group_size", "member_memory", "member_view"]
+__all__ = ["StackedTrainer", "NotStackable", "stack_batches", "group_size", "member_memory"]
