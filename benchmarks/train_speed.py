@@ -22,6 +22,7 @@ from lfads_core.assembly import load_data, make_model, set_threads
 from lfads_core.data.batches import to_tensors
 from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.device import describe, resolve_device
+from lfads_core.model import fused
 from lfads_core.output.sample import posterior_sample, rows_per_pass
 from lfads_core.assembly import training_batches
 from lfads_core.spec.load import load_spec
@@ -35,7 +36,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(spec, sessions, device: torch.device, graphs: bool, epochs: int, samples: int) -> dict:
+def measure(spec, sessions, device: torch.device, mode: str, epochs: int, samples: int) -> dict:
+    graphs = mode == "graphs"
+    fused.set_enabled(mode != "autograd")
     model, augs = make_model(spec, sessions)
     model.to(device)
     if device.type == "cuda":
@@ -75,17 +78,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--modes", default=None, help="eager,graphs (default: both on CUDA, eager on the CPU)")
+    p.add_argument("--modes", default=None,
+                   help="eager,graphs on CUDA (default both); autograd,fused on the CPU (default both)")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     device = resolve_device(args.device)
-    modes = (args.modes or ("eager,graphs" if device.type == "cuda" else "eager")).split(",")
+    modes = (args.modes or ("eager,graphs" if device.type == "cuda" else "autograd,fused")).split(",")
+    if "fused" in modes and not fused.load():
+        modes.remove("fused")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "lorenz.h5"
         write_h5(make_lorenz(seed=0), data)
         spec = load_spec(ROOT / "examples" / "lorenz.yaml", [f"data.path={data}"], out=tmp)
         sessions = load_data(spec)
-    results = {m: measure(spec, sessions, device, m == "graphs", args.epochs, args.samples) for m in modes}
+    results = {m: measure(spec, sessions, device, m, args.epochs, args.samples) for m in modes}
     n = sessions[0].train.n_trials
     rows = [("device", lambda r: describe(device) if device.type == "cuda" else f"cpu, {threads} threads"),
             ("epoch (train 960 + valid 240), median s", lambda r: f"{r['epoch']:.3f}"),

@@ -115,9 +115,9 @@ def test_zero_input_cell():
 
 
 def run_stack(stack, x):
-    """StackedGRU takes time-major input [K, T, B, in] and returns T states [K, B, H]:
+    """StackedGRU takes time-major input [K, T, B, in] and returns states [K, T, B, H]:
     this gives them batch-major, [K, B, T, in] -> [K, B, T, H]."""
-    return torch.stack(stack(x.transpose(1, 2)), dim=2)
+    return stack(x.transpose(1, 2)).transpose(1, 2)
 
 
 @pytest.mark.parametrize("k,in_dim,hidden,clip", [(1, 3, 4, 5.0), (2, 5, 3, 5.0), (4, 2, 6, 0.7), (3, 4, 5, 0.0)])

@@ -70,18 +70,18 @@ class BiGRUEncoder(Encoder):
         if self.shared:  # one stack of 4: ic fwd, ic bwd, ci fwd, ci bwd (equal lengths)
             if t_ic < steps:
                 ic_bwd_in = F.pad(ic_bwd_in, (0, 0, 0, 0, 0, steps - t_ic))
-            states = self.rnn(torch.stack([x, ic_bwd_in, x, rev]))
-            ic_last = states[t_ic - 1][:2]
-            ci_states = [h[2:] for h in states] if self.use_ci else None
+            states = self.rnn(torch.stack([x, ic_bwd_in, x, rev]))  # [4, T_e, B, H]
+            ic_last = states[:2, t_ic - 1]
+            ci_states = states[2:] if self.use_ci else None
         else:
-            ic_last = self.rnn(torch.stack([x[:t_ic], ic_bwd_in]))[-1]
+            ic_last = self.rnn(torch.stack([x[:t_ic], ic_bwd_in]))[:, -1]
             ci_states = self.ci_rnn(torch.stack([x, rev])) if self.use_ci else None
         h_ic = torch.cat([ic_last[0], ic_last[1]], dim=-1)
         mean, logvar = self.to_ic(drop(h_ic, dropout, self.training)).chunk(2, dim=-1)
         std = torch.sqrt(torch.exp(logvar) + cfg.ic_post_var_min)
         ci = None
         if self.use_ci:
-            both = torch.stack(ci_states, dim=2)  # [2, B, T_e, H]
+            both = ci_states.transpose(1, 2)  # [2, B, T_e, H]
             fwd, bwd = both[0], both[1].flip(1)  # both in time order
             lag = min(cfg.ci_lag, steps)
             if lag > 0:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..components import Generator
 from ..protocols import GeneratorOutput
 from ..spec.validators import ge
+from . import fused
 from .gru import GRUCell
 
 
@@ -55,7 +56,8 @@ class GRUGenerator(Generator):
 
     Speed: everything that does not depend on the recurrence (the encoder part of the
     controller input, external inputs, biases, dropout masks, sampling noise) is computed for
-    all steps at once before the loop.
+    all steps at once before the loop; on the CPU the loop runs in the fused kernels of
+    :mod:`.fused` (same math, hand-written backward).
     """
 
     Config = GRUGeneratorConfig
@@ -107,14 +109,19 @@ class GRUGenerator(Generator):
             g_zr, g_n = (rep(p) for p in gen.project(ext.transpose(0, 1), slice(co, None)))
         else:
             g_zr, g_n = (b.expand(steps, bsz, -1) for b in gen.bias())
-        g_zr, g_n = g_zr.unbind(0), g_n.unbind(0)  # per-step views; unbind has a cheap backward
         g_masks = dropout_masks((steps, bsz, gen_dim), dropout, ic, train)
+        use_fused = fused.usable(ic)
         if not self.use_con:
-            states = []
-            for t in range(steps):
-                g = gen.step(g_zr[t], g_n[t], g, t)
-                states.append(g)
-            gen_states = torch.stack(states, dim=1)
+            if use_fused:
+                gen_states = fused.gru_sequence(g_zr[None], g_n[None], g[None], gen.w_hzr[None],
+                                                gen.w_hn[None], gen.clip)[0].transpose(0, 1)
+            else:
+                g_zr, g_n = g_zr.unbind(0), g_n.unbind(0)  # per-step views; unbind has a cheap backward
+                states = []
+                for t in range(steps):
+                    g = gen.step(g_zr[t], g_n[t], g, t)
+                    states.append(g)
+                gen_states = torch.stack(states, dim=1)
             drop = None if g_masks is None else g_masks.transpose(0, 1)
             factors = torch.matmul(_drop(gen_states, drop), w_f)
             return GeneratorOutput(factors, gen_states, None, None, None)
@@ -123,14 +130,27 @@ class GRUGenerator(Generator):
         cin = ci.shape[-1]
         ci_drop = _drop(ci, dropout_masks(ci.shape, dropout, ci, train))
         # Encoder part of the controller input, all steps at once, time-major [T_r, B, 2C | C].
-        c_zr, c_n = (rep(p).unbind(0) for p in con.project(ci_drop.transpose(0, 1), slice(None, cin)))
+        c_zr, c_n = (rep(p) for p in con.project(ci_drop.transpose(0, 1), slice(None, cin)))
         w_f_zr, w_f_n = con.weights(slice(cin, None))
         w_gen_u_zr, w_gen_u_n = gen.weights(slice(None, co))
         f_masks = dropout_masks((steps + 1, bsz, self.fac_dim), dropout, ic, train)
-        eps = torch.randn(steps, bsz, co, dtype=ic.dtype, device=ic.device).unbind(0) if sample else None
+        eps = torch.randn(steps, bsz, co, dtype=ic.dtype, device=ic.device) if sample else None
         var_min = self.config.co_post_var_min
         c = self.con_h0.expand(bsz, -1)
         f = torch.matmul(_drop(g, None if g_masks is None else dropout_masks(g.shape, dropout, g, True)), w_f)
+        if use_fused:
+            one = lambda x: None if x is None else x[None]  # noqa: E731  (stack dimension S = 1)
+            out = fused.decoder(
+                [c_zr[None], c_n[None], g_zr[None], g_n[None]], [g[None], f[None], c[None]],
+                [w[None] for w in (w_f_zr, w_f_n, con.w_hzr, con.w_hn, self.to_co.weight.t(),
+                                   self.to_co.bias.view(1, -1), w_gen_u_zr, w_gen_u_n, gen.w_hzr,
+                                   gen.w_hn, w_f)],
+                one(eps), None if f_masks is None else f_masks[None, :steps], one(g_masks),
+                var_min, con.clip, gen.clip)
+            fs, gs, us, means, stds = (x[0].transpose(0, 1) for x in out)
+            return GeneratorOutput(fs, gs, us, means, stds)
+        c_zr, c_n, g_zr, g_n = (x.unbind(0) for x in (c_zr, c_n, g_zr, g_n))  # per-step views
+        eps = eps.unbind(0) if sample else None
         gs, fs, means, stds, us = [], [], [], [], []
         for t in range(steps):
             fd = f if f_masks is None else f * f_masks[t]

@@ -7,7 +7,8 @@ recurrent weights ~ N(0, 1/H).
 
 For speed the input projections of a whole sequence are one GEMM (:meth:`project`), and a
 stack of K independent cells with the same sizes (e.g. the forward and backward directions of
-two encoders) runs as one batched matmul per step.
+two encoders) runs as one batched matmul per step. On the CPU whole sequences run in the fused
+kernels of :mod:`.fused` (same math, hand-written backward).
 
 Clipping is exact but cheap: ``h'`` is a convex combination of ``h`` and ``n`` with
 ``|n| < 1``, so once ``|h| <= clip`` (clip >= 1) every later state stays within ``±clip`` and
@@ -21,6 +22,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from . import fused
 
 
 def gru_step(x_zr: Tensor, x_n: Tensor, h: Tensor, w_hzr: Tensor, w_hn: Tensor, clip: float) -> Tensor:
@@ -102,24 +105,26 @@ class StackedGRU(nn.Module):
         self.w_hn = nn.Parameter(torch.empty(k, hidden, hidden))
         _init_gru(self.w_x, self.b, self.w_hzr, self.w_hn, in_dim, hidden)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """``x`` [K, T, B, in_dim] (time-major) -> the states after each bin: T tensors [K, B, H]."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` [K, T, B, in_dim] (time-major) -> the states after each bin [K, T, B, H]."""
         k, steps, bsz, _ = x.shape
         hd = self.hidden
         flat = x.reshape(k, steps * bsz, self.in_dim)
         # One GEMM per gate group for the whole sequence, time-major so that each step's input
-        # is a view; unbind (not indexing) so the backward stacks the step gradients once.
+        # is a view. From a zero state |h| < 1 always, so clip >= 1 never binds (see clip_at).
         x_zr = torch.baddbmm(self.b[..., : 2 * hd], flat, self.w_x[..., : 2 * hd])
         x_n = torch.baddbmm(self.b[..., 2 * hd:], flat, self.w_x[..., 2 * hd:])
-        x_zr = x_zr.view(k, steps, bsz, 2 * hd).unbind(1)
-        x_n = x_n.view(k, steps, bsz, hd).unbind(1)
+        x_zr, x_n = x_zr.view(k, steps, bsz, 2 * hd), x_n.view(k, steps, bsz, hd)
         h = x.new_zeros(k, bsz, hd)
+        clip = self.clip if self.clip < 1 else 0.0
+        if fused.usable(x):
+            return fused.gru_sequence(x_zr, x_n, h, self.w_hzr, self.w_hn, clip)
+        x_zr, x_n = x_zr.unbind(1), x_n.unbind(1)  # unbind: the backward stacks the step gradients once
         states = []
         for t in range(steps):
-            # From a zero state |h| < 1 always, so clip >= 1 never binds (see clip_at).
-            h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip if self.clip < 1 else 0.0)
+            h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, clip)
             states.append(h)
-        return states
+        return torch.stack(states, dim=1)
 
     def recurrent_kernels(self, i: int) -> list[Tensor]:
         return [self.w_hzr[i], self.w_hn[i]]

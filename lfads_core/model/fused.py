@@ -1,0 +1,205 @@
+"""Fused CPU kernels for the recurrences (``lfads_cpu.cpp``), with hand-written backward passes.
+
+On a CPU the LFADS step is bound by the cost of some 50 small tensor operations per time bin,
+forward and backward, not by arithmetic. The C++ kernels run the whole time loop of the encoder
+GRUs and of the decoder (controller -> inferred input -> generator -> factors) with one loop per
+step for the elementwise work and ATen's BLAS for the matrix products; the weight gradients are
+one matrix product over all steps.
+
+They are compiled on first use with torch's extension loader (a C++ compiler is needed; the
+result is cached, by default under ``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR``
+moves it). Where they cannot be built, or with ``LFADS_FUSED_CPU=0``, or on a GPU, the model runs
+its autograd path (the same math; the tests compare both). Under ``torch.func.vmap`` (the
+stacked PBT engine) the vmapped dimension is folded into the kernels' leading stack dimension.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("lfads_cpu.cpp")
+_state: dict = {"loaded": None, "enabled": True}
+
+
+def load() -> bool:
+    """Build (once per source version and machine) and load the kernels; False where that fails
+    (one warning) or ``LFADS_FUSED_CPU=0``."""
+    if _state["loaded"] is None:
+        _state["loaded"] = False
+        if os.environ.get("LFADS_FUSED_CPU", "1") != "0":
+            try:
+                from torch.utils.cpp_extension import load as build
+
+                build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False,
+                      extra_cflags=["-O3"], verbose=False)
+                _register_vmap()
+                _state["loaded"] = True
+            except Exception as err:  # no compiler, no headers, ...: the autograd path
+                lines = str(err).strip().splitlines() or [type(err).__name__]
+                reason = next((ln for ln in lines if "error" in ln), lines[-1]).strip()
+                warnings.warn(f"lfads: the fused CPU kernels could not be built ({reason[:200]}); "
+                              f"using the slower autograd path", RuntimeWarning, stacklevel=3)
+    return _state["loaded"]
+
+
+def usable(x: Tensor) -> bool:
+    """Whether the fused kernels run for tensors like ``x`` (CPU, float32/float64)."""
+    return (_state["enabled"] and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64) and load())
+
+
+def set_enabled(flag: bool) -> bool:
+    """Use the fused kernels where they can run (True, the default) or always the autograd path
+    (False; for comparisons). Returns the previous setting."""
+    previous, _state["enabled"] = _state["enabled"], bool(flag)
+    return previous
+
+
+def _needs_grad(*xs) -> bool:
+    """Whether autograd may need the backward. Under vmap a tensor does not tell whether the
+    tensor it wraps requires grad (it says False), so there any grad-enabled call does."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(isinstance(x, Tensor) and (x.requires_grad or _batched(x)) for x in xs)
+
+
+def _batched(x: Tensor) -> bool:
+    check = getattr(torch._C._functorch, "is_batchedtensor", None)  # no public equivalent
+    return True if check is None else bool(check(x))
+
+
+# ------------------------------------------------------------------------------------------- #
+# GRU over a sequence
+# ------------------------------------------------------------------------------------------- #
+
+
+class _GRUSequence(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x_zr, x_n, h0, w_hzr, w_hn, clip):
+        return tuple(torch.ops.lfads_cpu.gru_seq_fwd(x_zr, x_n, h0, w_hzr, w_hn, clip, True))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, _, h0, w_hzr, w_hn, clip = inputs
+        hs, zr, n, rh, keep = output
+        ctx.mark_non_differentiable(zr, n, rh, keep)
+        ctx.set_materialize_grads(False)  # no zero gradients for the saved tensors
+        ctx.save_for_backward(hs, zr, n, rh, keep, h0, w_hzr, w_hn)
+        ctx.clip = clip
+
+    @staticmethod
+    def backward(ctx, d_hs, *_):
+        hs, zr, n, rh, keep, h0, w_hzr, w_hn = ctx.saved_tensors
+        if d_hs is None:
+            d_hs = torch.zeros_like(hs)
+        d_zr, d_n, d_h0, d_whzr, d_whn = torch.ops.lfads_cpu.gru_seq_bwd(
+            d_hs, hs, zr, n, rh, keep, h0, w_hzr, w_hn, ctx.clip)
+        return d_zr, d_n, d_h0, d_whzr, d_whn, None
+
+
+def gru_sequence(x_zr: Tensor, x_n: Tensor, h0: Tensor, w_hzr: Tensor, w_hn: Tensor,
+                 clip: float) -> Tensor:
+    """S independent LFADS GRUs over whole sequences: projected inputs ``x_zr`` [S, T, B, 2H] and
+    ``x_n`` [S, T, B, H] (bias included), initial states ``h0`` [S, B, H], recurrent weights
+    ``w_hzr`` [S, H, 2H], ``w_hn`` [S, H, H] -> states [S, T, B, H]. Clamping to ±``clip``
+    follows :func:`.gru.clip_at`."""
+    if _needs_grad(x_zr, x_n, h0, w_hzr, w_hn):
+        return _GRUSequence.apply(x_zr, x_n, h0, w_hzr, w_hn, float(clip))[0]
+    return torch.ops.lfads_cpu.gru_seq_fwd(x_zr, x_n, h0, w_hzr, w_hn, float(clip), False)[0]
+
+
+# ------------------------------------------------------------------------------------------- #
+# The decoder loop
+# ------------------------------------------------------------------------------------------- #
+
+
+class _Decoder(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(n_seq, n_init, eps, fmask, gmask, var_min, clip_c, clip_g, *tensors):
+        seq, init, w = tensors[:n_seq], tensors[n_seq:n_seq + n_init], tensors[n_seq + n_init:]
+        return tuple(torch.ops.lfads_cpu.decoder_fwd(seq, init, w, eps, fmask, gmask, var_min,
+                                                     clip_c, clip_g, True))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        n_seq, n_init, eps, fmask, gmask, var_min, clip_c, clip_g, *tensors = inputs
+        ctx.mark_non_differentiable(*output[5:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*output, *tensors[n_seq:], eps, fmask, gmask)
+        ctx.meta = (n_seq, n_init, len(output), var_min, clip_c, clip_g)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        n_seq, n_init, n_out, var_min, clip_c, clip_g = ctx.meta
+        saved = ctx.saved_tensors
+        out, init, w = saved[:n_out], saved[n_out:n_out + n_init], saved[n_out + n_init:-3]
+        eps, fmask, gmask = saved[-3:]
+        grads = [torch.zeros_like(o) if d is None else d for d, o in zip(grads[:5], out)]
+        got = torch.ops.lfads_cpu.decoder_bwd(grads, list(out), list(init), list(w),
+                                              eps, fmask, gmask, var_min, clip_c, clip_g)
+        return (None,) * 8 + tuple(got)
+
+
+def decoder(seq: list[Tensor], init: list[Tensor], w: list[Tensor], eps: Optional[Tensor],
+            fmask: Optional[Tensor], gmask: Optional[Tensor], var_min: float, clip_c: float,
+            clip_g: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The decoder loop for S stacked models. ``seq``: the controller's and generator's projected
+    inputs (c_zr [S, T, B, 2C], c_n [S, T, B, C], g_zr [S, T, B, 2G], g_n [S, T, B, G]);
+    ``init``: g0 [S, B, G], f0 [S, B, F], c0 [S, B, C]; ``w``: w_fzr [S, F, 2C], w_fn [S, F, C],
+    controller w_hzr [S, C, 2C], w_hn [S, C, C], to_co weight [S, C, 2U] and bias [S, 1, 2U],
+    w_uzr [S, U, 2G], w_un [S, U, G], generator w_hzr [S, G, 2G], w_hn [S, G, G], factor weights
+    [S, G, F]; ``eps`` [S, T, B, U] when sampling; dropout masks ``fmask`` [S, T, B, F] (applied to
+    f_{t-1} before the controller) and ``gmask`` [S, T, B, G] (applied to g_t before the factors).
+    Returns factors, generator states, inferred inputs u, their posterior means and stds."""
+    tensors = (*seq, *init, *w)
+    if _needs_grad(*tensors):
+        out = _Decoder.apply(len(seq), len(init), eps, fmask, gmask, float(var_min), float(clip_c),
+                             float(clip_g), *tensors)
+    else:
+        out = torch.ops.lfads_cpu.decoder_fwd(list(seq), list(init), list(w), eps, fmask, gmask,
+                                              float(var_min), float(clip_c), float(clip_g), False)
+    return tuple(out[:5])
+
+
+# ------------------------------------------------------------------------------------------- #
+# vmap: fold the vmapped dimension into the stack dimension S
+# ------------------------------------------------------------------------------------------- #
+
+
+def _fold(x, bdim, size: int):
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [_fold(t, d, size) for t, d in zip(x, bdim)]
+    x = x.movedim(bdim, 0) if bdim is not None else x.unsqueeze(0).expand(size, *x.shape)
+    return x.reshape(size * x.shape[1], *x.shape[2:])
+
+
+def _unfold(outs, size: int):
+    outs = [o.reshape(size, o.shape[0] // size, *o.shape[1:]) for o in outs]
+    return outs, [0] * len(outs)
+
+
+def _folding(op):
+    def rule(info, in_dims, *args):
+        folded = [_fold(a, d, info.batch_size) if isinstance(a, (Tensor, list, tuple)) or a is None
+                  else a for a, d in zip(args, in_dims)]
+        with torch.no_grad():  # gradients: the autograd.Functions above, vmapped
+            return _unfold(op(*folded), info.batch_size)
+    return rule
+
+
+def _register_vmap() -> None:
+    for name in ("gru_seq_fwd", "gru_seq_bwd", "decoder_fwd", "decoder_bwd"):
+        op = getattr(torch.ops.lfads_cpu, name)
+        torch.library.register_vmap(f"lfads_cpu::{name}", _folding(op.default))

@@ -1,0 +1,420 @@
+// Fused CPU kernels for the LFADS recurrences: the bidirectional encoder GRUs and the decoder
+// loop (controller GRU -> inferred input -> generator GRU -> factors), forward and a hand-written
+// backward. Matrix products go to ATen (its BLAS); everything elementwise between them is one
+// loop per step instead of a dozen tensor operations, and the whole time loop runs in C++.
+//
+// Every tensor carries a leading stack dimension S (independent cells or models run at once:
+// the encoder's directions, or the members of a stacked PBT population). Sequences are
+// [S, T, B, X]; states [S, B, X]; weights [S, in, out]. The math is that of lfads_core/model/gru.py
+// (LFADS GRU: n = tanh(W x + W_hn (r * h)), h' = z * h + (1 - z) * n, clamped to +-clip where the
+// clamp can bind) and lfads_core/model/generator.py; lfads_core/model/fused.py holds the Python
+// side and the tests compare both ways to autograd.
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+// A per-step slice [S, B, X] whose [B, X] blocks are contiguous (stride ss between blocks).
+template <typename T>
+struct Sl {
+  T* p;
+  int64_t ss;
+  int64_t x;
+  T* row(int64_t s, int64_t b) const { return p + s * ss + b * x; }
+};
+
+template <typename T>
+Sl<T> sl(const Tensor& t) {
+  TORCH_CHECK(t.dim() == 3 && t.stride(2) == 1 && t.stride(1) == t.size(2),
+              "lfads_cpu: slice with non-contiguous rows");
+  return {t.data_ptr<T>(), t.stride(0), t.size(2)};
+}
+
+// Row kernels: plain loops over one row of H elements with restrict pointers, so the compiler
+// vectorises them (it does not through the lambdas below).
+template <typename F>
+void for_rows(int64_t S, int64_t B, const F& f) {
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t b = 0; b < B; ++b) f(s, b);
+}
+
+template <typename T>
+void k_mul(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ o, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) o[j] = a[j] * b[j];
+}
+
+// n = 2 s - 1 from s = sigmoid(2 a) (tanh a; ATen's tanh is 3x slower than its sigmoid here),
+// then h' = n + z (h - n), clamped to [lo, hi] (NaN stays NaN) with keep = 1 where inside.
+template <typename T>
+void k_state(const T* __restrict__ z, T* __restrict__ n, const T* __restrict__ h,
+             T* __restrict__ o, T* __restrict__ keep, T lo, T hi, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) n[j] = T(2) * n[j] - T(1);
+  if (keep == nullptr) {
+    for (int64_t j = 0; j < H; ++j) o[j] = n[j] + z[j] * (h[j] - n[j]);
+    return;
+  }
+  for (int64_t j = 0; j < H; ++j) {
+    T v = n[j] + z[j] * (h[j] - n[j]);
+    keep[j] = (v >= lo && v <= hi) ? T(1) : T(0);
+    o[j] = v < lo ? lo : (v > hi ? hi : v);
+  }
+}
+
+// Backward, first half: g (in: dL/dh_t; out: its part z g for dL/dh_{t-1}), optional keep.
+template <typename T>
+void k_back_a(T* __restrict__ g, const T* __restrict__ keep, const T* __restrict__ z,
+              const T* __restrict__ n, const T* __restrict__ hp, T* __restrict__ dz,
+              T* __restrict__ dn, int64_t H) {
+  if (keep != nullptr)
+    for (int64_t j = 0; j < H; ++j) g[j] *= keep[j];
+  for (int64_t j = 0; j < H; ++j) {
+    T gj = g[j], zj = z[j], nj = n[j];
+    dn[j] = gj * (T(1) - zj) * (T(1) - nj * nj);
+    dz[j] = gj * (hp[j] - nj) * zj * (T(1) - zj);
+    g[j] = gj * zj;
+  }
+}
+
+// Backward, second half: d = dL/d(r h_{t-1}); writes dL/da_r and adds d r to g.
+template <typename T>
+void k_back_b(T* __restrict__ g, const T* __restrict__ r, const T* __restrict__ hp,
+              const T* __restrict__ d, T* __restrict__ dr, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    T rj = r[j];
+    dr[j] = d[j] * hp[j] * rj * (T(1) - rj);
+    g[j] += d[j] * rj;
+  }
+}
+
+double clip_at(int64_t t, double clip) { return (t == 0 || clip < 1.0) ? clip : 0.0; }
+
+// Buffers of a GRU run: full sequences when saved for the backward, else one reused step.
+struct GruBuf {
+  Tensor zr, n, rh, keep;
+  bool full;
+  GruBuf(const Tensor& like, int64_t S, int64_t T, int64_t B, int64_t H, double clip, bool save)
+      : full(save) {
+    auto o = like.options();
+    int64_t steps = save ? T : 1;
+    zr = at::empty({S, steps, B, 2 * H}, o);
+    n = at::empty({S, steps, B, H}, o);
+    rh = at::empty({S, steps, B, H}, o);
+    int64_t kt = clip <= 0 ? 0 : (clip < 1.0 ? steps : 1);
+    keep = at::empty({S, kt, B, H}, o);
+  }
+  int64_t at(int64_t t) const { return full ? t : 0; }
+  Tensor zr_t(int64_t t) const { return zr.select(1, at(t)); }
+  Tensor n_t(int64_t t) const { return n.select(1, at(t)); }
+  Tensor rh_t(int64_t t) const { return rh.select(1, at(t)); }
+  Tensor keep_t(int64_t t, double clip) const {
+    return keep.select(1, clip < 1.0 ? at(t) : 0);
+  }
+};
+
+// One forward step. x_zr/x_n: projected inputs at t (any strides); `in` with (w_in_zr, w_in_n)
+// an extra input projected here (undefined when none); h the state; writes zr/n/rh/keep of the
+// buffer and the new state into h_out.
+template <typename T>
+void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& in, const Tensor& w_in_zr,
+                  const Tensor& w_in_n, const Tensor& h, const Tensor& w_hzr, const Tensor& w_hn,
+                  double clip, const GruBuf& buf, int64_t t, const Tensor& h_out) {
+  const int64_t S = h.size(0), B = h.size(1), H = h.size(2);
+  Tensor pre = at::baddbmm(x_zr, h, w_hzr);
+  if (in.defined()) pre.baddbmm_(in, w_in_zr);
+  Tensor zr = buf.zr_t(t), n = buf.n_t(t), rh = buf.rh_t(t);
+  at::sigmoid_out(zr, pre);
+  {
+    auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(rh);
+    for_rows(S, B, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b), H); });
+  }
+  Tensor pn = at::baddbmm(x_n, rh, w_hn);
+  if (in.defined()) pn.baddbmm_(in, w_in_n);
+  at::sigmoid_out(n, pn.mul_(2));  // completed to tanh in k_state
+  const double c = clip_at(t, clip);
+  auto Z = sl<T>(zr), N = sl<T>(n), Hs = sl<T>(h), O = sl<T>(h_out);
+  Sl<T> K = c > 0 ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
+  const T lo = static_cast<T>(-c), hi = static_cast<T>(c);
+  for_rows(S, B, [&](int64_t s, int64_t b) {
+    k_state(Z.row(s, b), N.row(s, b), Hs.row(s, b), O.row(s, b), c > 0 ? K.row(s, b) : nullptr,
+            lo, hi, H);
+  });
+}
+
+// One backward step. dh [S, B, H] (contiguous) holds dL/dh_t on entry and dL/dh_{t-1} on exit;
+// hp is h_{t-1}; writes dL/dx_zr and dL/dx_n of step t into dxzr / dxn. w_*_t are transposed.
+template <typename T>
+void gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, const Tensor& hp,
+                  const Tensor& w_hzr_t, const Tensor& w_hn_t, const Tensor& dxzr,
+                  const Tensor& dxn) {
+  const int64_t S = dh.size(0), B = dh.size(1), H = dh.size(2);
+  const double c = clip_at(t, clip);
+  auto G = sl<T>(dh), Z = sl<T>(buf.zr_t(t)), N = sl<T>(buf.n_t(t)), P = sl<T>(hp);
+  auto DZ = sl<T>(dxzr), DN = sl<T>(dxn);
+  const bool masked = c > 0;
+  Sl<T> K = masked ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
+  for_rows(S, B, [&](int64_t s, int64_t b) {
+    k_back_a(G.row(s, b), masked ? K.row(s, b) : nullptr, Z.row(s, b), N.row(s, b), P.row(s, b),
+             DZ.row(s, b), DN.row(s, b), H);
+  });
+  Tensor drh = at::bmm(dxn, w_hn_t);
+  auto D = sl<T>(drh);
+  for_rows(S, B, [&](int64_t s, int64_t b) {
+    k_back_b(G.row(s, b), Z.row(s, b) + H, P.row(s, b), D.row(s, b), DZ.row(s, b) + H, H);
+  });
+  dh.baddbmm_(dxzr, w_hzr_t);
+}
+
+// Transposed weights, contiguous (bmm with a transposed view takes a slower path here).
+Tensor tr(const Tensor& w) { return w.transpose(1, 2).contiguous(); }
+
+// Sum over steps and rows of outer products a^T b for [S, T', B, I] and [S, T', B, O].
+Tensor sum_outer(const Tensor& a, const Tensor& b) {
+  const int64_t S = a.size(0);
+  return at::bmm(a.reshape({S, -1, a.size(-1)}).transpose(1, 2), b.reshape({S, -1, b.size(-1)}));
+}
+
+// Gradient of the recurrent weights given all step input gradients (h_prev = [h0, hs[:-1]]).
+std::vector<Tensor> recurrent_grads(const Tensor& h0, const Tensor& hs, const GruBuf& buf,
+                                    const Tensor& dxzr, const Tensor& dxn) {
+  const int64_t T = hs.size(1);
+  Tensor dw_hzr = at::bmm(h0.transpose(1, 2), dxzr.select(1, 0));
+  if (T > 1) dw_hzr.add_(sum_outer(hs.narrow(1, 0, T - 1), dxzr.narrow(1, 1, T - 1)));
+  return {dw_hzr, sum_outer(buf.rh, dxn)};
+}
+
+// ------------------------------------------------------------------------------------------
+// GRU over a sequence (the encoder)
+// ------------------------------------------------------------------------------------------
+
+std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Tensor& h0,
+                                const Tensor& w_hzr, const Tensor& w_hn, double clip, bool save) {
+  at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
+  const int64_t S = x_zr.size(0), T = x_zr.size(1), B = x_zr.size(2), H = h0.size(2);
+  Tensor hs = at::empty({S, T, B, H}, h0.options());
+  GruBuf buf(h0, S, T, B, H, clip, save);
+  Tensor h = h0.contiguous();
+  Tensor none;
+  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "gru_seq_fwd", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor out = hs.select(1, t);
+      gru_fwd_step<scalar_t>(x_zr.select(1, t), x_n.select(1, t), none, none, none, h, w_hzr,
+                             w_hn, clip, buf, t, out);
+      h = out;
+    }
+  });
+  return {hs, buf.zr, buf.n, buf.rh, buf.keep};
+}
+
+std::vector<Tensor> gru_seq_bwd(const Tensor& d_hs, const Tensor& hs, const Tensor& zr,
+                                const Tensor& n, const Tensor& rh, const Tensor& keep,
+                                const Tensor& h0, const Tensor& w_hzr, const Tensor& w_hn,
+                                double clip) {
+  at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
+  const int64_t S = hs.size(0), T = hs.size(1), B = hs.size(2), H = hs.size(3);
+  GruBuf buf(h0, 0, 0, 0, 0, 0.0, true);
+  buf.zr = zr; buf.n = n; buf.rh = rh; buf.keep = keep;
+  Tensor dxzr = at::empty({S, T, B, 2 * H}, hs.options());
+  Tensor dxn = at::empty({S, T, B, H}, hs.options());
+  Tensor dh = at::zeros({S, B, H}, hs.options());
+  Tensor w_hzr_t = tr(w_hzr), w_hn_t = tr(w_hn);
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_seq_bwd", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      dh.add_(d_hs.select(1, t));
+      Tensor hp = t > 0 ? hs.select(1, t - 1) : h0.contiguous();
+      gru_bwd_step<scalar_t>(dh, buf, t, clip, hp, w_hzr_t, w_hn_t, dxzr.select(1, t),
+                             dxn.select(1, t));
+    }
+  });
+  auto dw = recurrent_grads(h0, hs, buf, dxzr, dxn);
+  return {dxzr, dxn, dh, dw[0], dw[1]};
+}
+
+// ------------------------------------------------------------------------------------------
+// The decoder loop
+// ------------------------------------------------------------------------------------------
+// seq:  c_zr [S,T,B,2C], c_n [S,T,B,C], g_zr [S,T,B,2G], g_n [S,T,B,G]
+// init: g0 [S,B,G], f0 [S,B,F], c0 [S,B,C]
+// w:    w_fzr [S,F,2C], w_fn [S,F,C], wc_hzr [S,C,2C], wc_hn [S,C,C], w_co [S,C,2U],
+//       b_co [S,1,2U], w_uzr [S,U,2G], w_un [S,U,G], wg_hzr [S,G,2G], wg_hn [S,G,G], w_f [S,G,F]
+// eps [S,T,B,U] when sampling; fmask [S,T,B,F], gmask [S,T,B,G] when dropout is on.
+// Returns fs, gs, us, means, stds, then what the backward needs: cs, fd, gd, lv and the two
+// GRUs' zr, n, rh, keep.
+
+std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::TensorList w,
+                                const std::optional<Tensor>& eps,
+                                const std::optional<Tensor>& fmask,
+                                const std::optional<Tensor>& gmask, double var_min,
+                                double clip_c, double clip_g, bool save) {
+  at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
+  const Tensor &c_zr = seq[0], &c_n = seq[1], &g_zr = seq[2], &g_n = seq[3];
+  const Tensor &w_fzr = w[0], &w_fn = w[1], &wc_hzr = w[2], &wc_hn = w[3], &w_co = w[4],
+               &b_co = w[5], &w_uzr = w[6], &w_un = w[7], &wg_hzr = w[8], &wg_hn = w[9],
+               &w_f = w[10];
+  const int64_t S = c_zr.size(0), T = c_zr.size(1), B = c_zr.size(2);
+  const int64_t C = init[2].size(2), G = init[0].size(2), F = init[1].size(2), U = w_co.size(2) / 2;
+  auto o = init[0].options();
+  Tensor fs = at::empty({S, T, B, F}, o), gs = at::empty({S, T, B, G}, o);
+  Tensor us = at::empty({S, T, B, U}, o), means = at::empty({S, T, B, U}, o);
+  Tensor stds = at::empty({S, T, B, U}, o), cs = at::empty({S, T, B, C}, o);
+  const int64_t ts = save ? T : 1;
+  Tensor fd = at::empty({S, ts, B, F}, o), lv = at::empty({S, ts, B, U}, o);
+  Tensor gd = gmask.has_value() ? at::empty({S, ts, B, G}, o) : Tensor();
+  GruBuf bc(init[0], S, T, B, C, clip_c, save), bg(init[0], S, T, B, G, clip_g, save);
+  const bool sample = eps.has_value();
+  AT_DISPATCH_FLOATING_TYPES(init[0].scalar_type(), "decoder_fwd", [&] {
+    using T_ = scalar_t;
+    Tensor f = init[1].contiguous(), g = init[0].contiguous(), c = init[2].contiguous();
+    const T_ vmin = static_cast<T_>(var_min);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t st = save ? t : 0;
+      Tensor fd_t = fd.select(1, st);
+      if (fmask.has_value()) at::mul_out(fd_t, f, fmask->select(1, t)); else fd_t.copy_(f);
+      Tensor c_out = cs.select(1, t);
+      gru_fwd_step<T_>(c_zr.select(1, t), c_n.select(1, t), fd_t, w_fzr, w_fn, c, wc_hzr, wc_hn,
+                       clip_c, bc, t, c_out);
+      c = c_out;
+      Tensor mo = at::baddbmm(b_co, c, w_co);  // [S, B, 2U]
+      Tensor mean_t = means.select(1, t), std_t = stds.select(1, t), u_t = us.select(1, t);
+      Tensor lv_t = lv.select(1, st);
+      {
+        auto M = sl<T_>(mo), Me = sl<T_>(mean_t), Sd = sl<T_>(std_t), Us = sl<T_>(u_t), L = sl<T_>(lv_t);
+        Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
+        Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
+        for_rows(S, B, [&](int64_t s, int64_t b) {
+          const T_* m = M.row(s, b);
+          T_ *me = Me.row(s, b), *sd = Sd.row(s, b), *u = Us.row(s, b), *l = L.row(s, b);
+          const T_* e = sample ? E.row(s, b) : nullptr;
+          for (int64_t j = 0; j < U; ++j) {
+            T_ mean = m[j], logv = m[U + j];
+            T_ sdev = std::sqrt(std::exp(logv) + vmin);
+            me[j] = mean;
+            l[j] = logv;
+            sd[j] = sdev;
+            u[j] = sample ? mean + sdev * e[j] : mean;
+          }
+        });
+      }
+      Tensor g_out = gs.select(1, t);
+      gru_fwd_step<T_>(g_zr.select(1, t), g_n.select(1, t), u_t, w_uzr, w_un, g, wg_hzr, wg_hn,
+                       clip_g, bg, t, g_out);
+      g = g_out;
+      Tensor gin = g;
+      if (gmask.has_value()) {
+        gin = gd.select(1, st);
+        at::mul_out(gin, g, gmask->select(1, t));
+      }
+      Tensor f_t = fs.select(1, t);
+      at::bmm_out(f_t, gin, w_f);
+      f = f_t;
+    }
+  });
+  // gd (the dropped-out generator states) is empty without a mask: gs then (a separate empty
+  // tensor, since outputs 5.. are marked non-differentiable and gs must not be).
+  return {fs, gs, us, means, stds, cs, fd, gd.defined() ? gd : at::empty({0}, o), lv,
+          bc.zr, bc.n, bc.rh, bc.keep, bg.zr, bg.n, bg.rh, bg.keep};
+}
+
+// grads: d fs, gs, us, means, stds. saved: the outputs of decoder_fwd (all 17).
+// Returns d c_zr, c_n, g_zr, g_n, g0, f0, c0, then the 11 weight gradients in the order of w.
+std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::TensorList init,
+                                at::TensorList w, const std::optional<Tensor>& eps,
+                                const std::optional<Tensor>& fmask,
+                                const std::optional<Tensor>& gmask, double var_min, double clip_c,
+                                double clip_g) {
+  at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
+  const Tensor &dfs = grads[0], &dgs = grads[1], &dus = grads[2], &dmeans = grads[3],
+               &dstds = grads[4];
+  const Tensor &gs = saved[1], &us = saved[2], &stds = saved[4], &cs = saved[5], &fd = saved[6],
+               &lv = saved[8];
+  const Tensor& gd = saved[7].numel() ? saved[7] : gs;
+  GruBuf bc(init[0], 0, 0, 0, 0, 0.0, true), bg(init[0], 0, 0, 0, 0, 0.0, true);
+  bc.zr = saved[9]; bc.n = saved[10]; bc.rh = saved[11]; bc.keep = saved[12];
+  bg.zr = saved[13]; bg.n = saved[14]; bg.rh = saved[15]; bg.keep = saved[16];
+  const Tensor &g0 = init[0], &f0 = init[1], &c0 = init[2];
+  const int64_t S = gs.size(0), T = gs.size(1), B = gs.size(2), G = gs.size(3);
+  const int64_t C = cs.size(3), F = fd.size(3), U = us.size(3);
+  auto o = gs.options();
+  Tensor d_czr = at::empty({S, T, B, 2 * C}, o), d_cn = at::empty({S, T, B, C}, o);
+  Tensor d_gzr = at::empty({S, T, B, 2 * G}, o), d_gn = at::empty({S, T, B, G}, o);
+  Tensor dmo = at::empty({S, T, B, 2 * U}, o), dF = at::empty({S, T, B, F}, o);
+  Tensor dg = at::zeros({S, B, G}, o), dc = at::zeros({S, B, C}, o), df = at::zeros({S, B, F}, o);
+  Tensor w_f_t = tr(w[10]), w_uzr_t = tr(w[6]), w_un_t = tr(w[7]), w_co_t = tr(w[4]);
+  Tensor wg_hzr_t = tr(w[8]), wg_hn_t = tr(w[9]), wc_hzr_t = tr(w[2]), wc_hn_t = tr(w[3]);
+  Tensor w_fzr_t = tr(w[0]), w_fn_t = tr(w[1]);
+  const bool sample = eps.has_value();
+  AT_DISPATCH_FLOATING_TYPES(gs.scalar_type(), "decoder_bwd", [&] {
+    using T_ = scalar_t;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      df.add_(dfs.select(1, t));
+      dF.select(1, t).copy_(df);
+      Tensor dgin = at::bmm(df, w_f_t);
+      dg.add_(dgs.select(1, t));
+      if (gmask.has_value()) dg.addcmul_(dgin, gmask->select(1, t)); else dg.add_(dgin);
+      Tensor gp = t > 0 ? gs.select(1, t - 1) : g0.contiguous();
+      Tensor dgzr_t = d_gzr.select(1, t), dgn_t = d_gn.select(1, t);
+      gru_bwd_step<T_>(dg, bg, t, clip_g, gp, wg_hzr_t, wg_hn_t, dgzr_t, dgn_t);
+      Tensor du = at::baddbmm(dus.select(1, t), dgzr_t, w_uzr_t);
+      du.baddbmm_(dgn_t, w_un_t);
+      Tensor dmo_t = dmo.select(1, t);
+      {
+        auto DU = sl<T_>(du), DO = sl<T_>(dmo_t);
+        Tensor dm_t = dmeans.select(1, t).contiguous(), ds_t = dstds.select(1, t).contiguous();
+        Tensor sd_t = stds.select(1, t), lv_t = lv.select(1, t);
+        Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
+        auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
+        Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
+        for_rows(S, B, [&](int64_t s, int64_t b) {
+          const T_ *d = DU.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
+          const T_ *sd = SD.row(s, b), *l = L.row(s, b);
+          const T_* e = sample ? E.row(s, b) : nullptr;
+          T_* out = DO.row(s, b);
+          for (int64_t j = 0; j < U; ++j) {
+            T_ dstd = ds[j] + (sample ? d[j] * e[j] : T_(0));
+            out[j] = dm[j] + d[j];
+            out[U + j] = dstd * std::exp(l[j]) / (T_(2) * sd[j]);
+          }
+        });
+      }
+      dc.baddbmm_(dmo_t, w_co_t);
+      Tensor cp = t > 0 ? cs.select(1, t - 1) : c0.contiguous();
+      Tensor dczr_t = d_czr.select(1, t), dcn_t = d_cn.select(1, t);
+      gru_bwd_step<T_>(dc, bc, t, clip_c, cp, wc_hzr_t, wc_hn_t, dczr_t, dcn_t);
+      Tensor dfd = at::bmm(dczr_t, w_fzr_t);
+      dfd.baddbmm_(dcn_t, w_fn_t);
+      if (fmask.has_value()) at::mul_out(df, dfd, fmask->select(1, t)); else df.copy_(dfd);
+    }
+  });
+  auto dwg = recurrent_grads(g0, gs, bg, d_gzr, d_gn);
+  auto dwc = recurrent_grads(c0, cs, bc, d_czr, d_cn);
+  Tensor db_co = dmo.sum({1, 2}).unsqueeze(1);
+  return {d_czr, d_cn, d_gzr, d_gn, dg, df, dc,
+          sum_outer(fd, d_czr), sum_outer(fd, d_cn), dwc[0], dwc[1], sum_outer(cs, dmo), db_co,
+          sum_outer(us, d_gzr), sum_outer(us, d_gn), dwg[0], dwg[1], sum_outer(gd, dF)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lfads_cpu, m) {
+  m.def("gru_seq_fwd(Tensor x_zr, Tensor x_n, Tensor h0, Tensor w_hzr, Tensor w_hn, float clip, "
+        "bool save) -> Tensor[]");
+  m.def("gru_seq_bwd(Tensor d_hs, Tensor hs, Tensor zr, Tensor n, Tensor rh, Tensor keep, "
+        "Tensor h0, Tensor w_hzr, Tensor w_hn, float clip) -> Tensor[]");
+  m.def("decoder_fwd(Tensor[] seq, Tensor[] init, Tensor[] w, Tensor? eps, Tensor? fmask, "
+        "Tensor? gmask, float var_min, float clip_c, float clip_g, bool save) -> Tensor[]");
+  m.def("decoder_bwd(Tensor[] grads, Tensor[] saved, Tensor[] init, Tensor[] w, Tensor? eps, "
+        "Tensor? fmask, Tensor? gmask, float var_min, float clip_c, float clip_g) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(lfads_cpu, CPU, m) {
+  m.impl("gru_seq_fwd", &gru_seq_fwd);
+  m.impl("gru_seq_bwd", &gru_seq_bwd);
+  m.impl("decoder_fwd", &decoder_fwd);
+  m.impl("decoder_bwd", &decoder_bwd);
+}

@@ -1,0 +1,186 @@
+"""The fused CPU kernels (lfads_core/model/fused.py, lfads_cpu.cpp) against the autograd path:
+the same values and gradients (float64) for the encoder GRUs and the decoder loop in every
+configuration, with and without gradients, under vmap (the stacked engine), and the fallback
+when they cannot be built."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.func import grad, vmap
+
+from lfads_core.model import fused
+from lfads_core.model.encoder import BiGRUConfig, BiGRUEncoder
+from lfads_core.model.generator import GRUGenerator, GRUGeneratorConfig
+from lfads_core.model.gru import clip_at, gru_step
+
+pytestmark = pytest.mark.skipif(not fused.load(), reason="the fused CPU kernels could not be built here")
+
+
+@pytest.fixture
+def autograd_path():
+    """Run a block with the fused kernels off, whatever happens in it."""
+    class Switch:
+        def __enter__(self):
+            self.before = fused.set_enabled(False)
+
+        def __exit__(self, *exc):
+            fused.set_enabled(self.before)
+    return Switch()
+
+
+def reference_sequence(x_zr, x_n, h0, w_hzr, w_hn, clip):
+    h, states = h0, []
+    for t in range(x_zr.shape[-3]):
+        h = gru_step(x_zr[..., t, :, :], x_n[..., t, :, :], h, w_hzr, w_hn, clip_at(t, clip))
+        states.append(h)
+    return torch.stack(states, dim=-3)
+
+
+def sequence_inputs(s, steps=7, bsz=5, hidden=4, scale=1.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    return [(r(s, steps, bsz, 2 * hidden) * scale).requires_grad_(),
+            (r(s, steps, bsz, hidden) * scale).requires_grad_(),
+            (r(s, bsz, hidden) * 3).requires_grad_(),  # initial states beyond the clip
+            r(s, hidden, 2 * hidden).requires_grad_(), r(s, hidden, hidden).requires_grad_()]
+
+
+@pytest.mark.parametrize("s,clip,scale", [(1, 5.0, 1.0), (3, 5.0, 1.0), (1, 0.5, 1.0), (2, 0.3, 3.0),
+                                          (1, 1.0, 10.0), (2, 0.0, 3.0)])
+def test_gru_sequence_equals_the_autograd_loop(s, clip, scale):
+    args = sequence_inputs(s, scale=scale, seed=s)
+    weight = torch.randn(s, 7, 5, 4, dtype=torch.float64)
+    want = reference_sequence(*args, clip)
+    got = fused.gru_sequence(*args, clip)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(torch.autograd.grad((got * weight).sum(), args),
+                    torch.autograd.grad((want * weight).sum(), args)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    if clip and clip < 1:
+        assert got.abs().max() <= clip  # the clamp binds in these cases
+    with torch.no_grad():  # the forward that saves nothing
+        torch.testing.assert_close(fused.gru_sequence(*args, clip), want, rtol=1e-12, atol=1e-12)
+
+
+def test_gru_sequence_float32_matches_float64():
+    args = sequence_inputs(2, dtype=torch.float64)
+    want = fused.gru_sequence(*args, 5.0)
+    got = fused.gru_sequence(*[a.detach().float() for a in args], 5.0)
+    torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5)
+
+
+def generator_case(config, ext_dim, sample, dropout, train, seed=0):
+    """Outputs and parameter gradients of a generator for a weighted sum of all its outputs."""
+    torch.manual_seed(seed)
+    gen = GRUGenerator(config, ic_dim=7, ci_dim=10, ext_dim=ext_dim).double().train(train)
+    g = torch.Generator().manual_seed(seed + 1)
+    bsz, steps = 5, 9
+    ic = torch.randn(bsz, 7, generator=g, dtype=torch.float64) * 2
+    ci = torch.randn(bsz, steps, 10, generator=g, dtype=torch.float64)
+    ext = torch.randn(bsz, steps, ext_dim, generator=g, dtype=torch.float64) if ext_dim else None
+    torch.manual_seed(seed + 2)  # dropout masks and sampling noise
+    out = gen(ic, ci, ext, steps, sample, dropout)
+    outs = [out.factors, out.gen_states, out.gen_inputs, out.co_means, out.co_stds]
+    loss = sum((x * torch.linspace(-1, 1, x.numel(), dtype=x.dtype).view(x.shape)).sum()
+               for x in outs if x is not None)
+    grads = torch.autograd.grad(loss, list(gen.parameters()), allow_unused=True)
+    return outs, grads
+
+
+@pytest.mark.parametrize("config,ext_dim,sample,dropout,train", [
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.1, True),  # controller, sampling, dropout
+    (GRUGeneratorConfig(12, 8, 3, 6), 2, True, 0.3, True),  # external inputs
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, True),  # posterior means
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.0, True),  # no dropout masks
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, False),  # evaluation
+    (GRUGeneratorConfig(12, 8, 3, 6, cell_clip=0.5), 0, True, 0.1, True),  # clip binds every step
+    (GRUGeneratorConfig(12, 0, 0, 6), 0, False, 0.2, True),  # autonomous
+    (GRUGeneratorConfig(12, 0, 0, 6), 3, False, 0.0, True),  # autonomous with external inputs
+])
+def test_generator_fused_equals_autograd(config, ext_dim, sample, dropout, train, autograd_path):
+    got_out, got_grads = generator_case(config, ext_dim, sample, dropout, train)
+    with autograd_path:
+        want_out, want_grads = generator_case(config, ext_dim, sample, dropout, train)
+    for got, want in zip(got_out, want_out):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for got, want in zip(got_grads, want_grads):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", [BiGRUConfig(6, 6, 5, 1), BiGRUConfig(6, 4, 5, 2, ic_enc_seq_len=5),
+                                    BiGRUConfig(6, 0, 5), BiGRUConfig(6, 6, 5, 0, cell_clip=0.4)])
+def test_encoder_fused_equals_autograd(config, autograd_path):
+    x = torch.randn(3, 8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def run():
+        torch.manual_seed(0)
+        enc = BiGRUEncoder(config, in_dim=4).double()
+        torch.manual_seed(1)
+        out = enc(x, 10, 0.1)
+        outs = [out.ic_mean, out.ic_std] + ([out.ci] if out.ci is not None else [])
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view(o.shape)).sum() for o in outs)
+        return outs, torch.autograd.grad(loss, list(enc.parameters()))
+
+    got_out, got_grads = run()
+    with autograd_path:
+        want_out, want_grads = run()
+    for got, want in zip(got_out + list(got_grads), want_out + list(want_grads)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_vmap_folds_members_into_the_stack():
+    """Under vmap (the stacked engine), with autograd outside (as the engine runs it) and with
+    torch.func.grad inside, each member gets its own sequence's values and gradients."""
+    members = 3
+    per_member = [sequence_inputs(2, seed=10 + i) for i in range(members)]
+    stacked = [torch.stack([m[k].detach() for m in per_member]).requires_grad_() for k in range(5)]
+
+    def loss(*args):
+        return fused.gru_sequence(*args, 5.0).square().sum()
+
+    losses = vmap(loss, randomness="different")(*stacked)
+    losses.sum().backward()
+    inner = vmap(grad(loss, argnums=(0, 1, 2, 3, 4)))(*[s.detach() for s in stacked])
+    for i, args in enumerate(per_member):
+        want = reference_sequence(*args, 5.0).square().sum()
+        torch.testing.assert_close(losses[i], want.detach(), rtol=1e-12, atol=1e-12)
+        for k, g in enumerate(torch.autograd.grad(want, args)):
+            torch.testing.assert_close(stacked[k].grad[i], g, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(inner[k][i], g, rtol=1e-10, atol=1e-12)
+
+
+def test_fallback_when_the_kernels_cannot_be_built(monkeypatch):
+    """No compiler (or any build error): one warning naming the reason, and the autograd path."""
+    import torch.utils.cpp_extension as ext
+
+    def broken(**kwargs):
+        raise RuntimeError("Error building extension 'lfads_cpu'\nc++: error: no such compiler")
+
+    saved = dict(fused._state)
+    monkeypatch.setattr(ext, "load", broken)
+    try:
+        fused._state["loaded"] = None
+        with pytest.warns(RuntimeWarning, match="could not be built .*no such compiler.*autograd path"):
+            assert fused.load() is False
+        assert not fused.usable(torch.zeros(1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the warning comes once
+            assert fused.load() is False
+        torch.manual_seed(0)
+        enc = BiGRUEncoder(BiGRUConfig(4, 4, 3), in_dim=2)
+        assert enc(torch.randn(2, 5, 2), 5, 0.0).ci.shape == (2, 5, 8)  # runs without the kernels
+        fused._state["loaded"] = None
+        monkeypatch.setenv("LFADS_FUSED_CPU", "0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # switched off on purpose: no warning
+            assert fused.load() is False
+    finally:
+        fused._state.update(saved)
