@@ -13,6 +13,7 @@ from ..components import Generator
 from ..protocols import GeneratorOutput
 from ..spec.validators import ge
 from . import fused
+from .dropout import keep_mask
 from .gru import GRUCell
 
 
@@ -37,8 +38,7 @@ def dropout_masks(shape: tuple[int, ...], p: float | Tensor, like: Tensor, activ
     may be a 0-d tensor (a graph-captured step): then masks are always drawn."""
     if not active or (not isinstance(p, Tensor) and p <= 0.0):
         return None
-    keep = torch.rand(shape, dtype=like.dtype, device=like.device) >= p  # faster than bernoulli_
-    return keep.to(like.dtype) / (1.0 - p)
+    return keep_mask(tuple(shape), p, like)
 
 
 def _drop(x: Tensor, mask: Optional[Tensor]) -> Tensor:
