@@ -14,3 +14,10 @@ for _name in ("lfads_calcium", "lfads_emg"):
         importlib.import_module(_name)
     except ImportError:
         pass
+
+# Build the fused CPU kernels (lfads_core/model/fused.py) once, before any test runs a model or a
+# CLI subprocess: a first build inside a subprocess would print its one-line notice into output
+# that a test reads.
+from lfads_core.model import fused  # noqa: E402
+
+fused.load()

@@ -168,7 +168,7 @@ def test_fallback_when_the_kernels_cannot_be_built(monkeypatch):
     monkeypatch.setattr(ext, "load", broken)
     try:
         fused._state["loaded"] = None
-        with pytest.warns(RuntimeWarning, match="could not be built .*no such compiler.*autograd path"):
+        with pytest.warns(RuntimeWarning, match=r"could not be built .c\+\+: error: no such compiler.*autograd path"):
             assert fused.load() is False
         assert not fused.usable(torch.zeros(1))
         with warnings.catch_warnings():
@@ -184,3 +184,30 @@ def test_fallback_when_the_kernels_cannot_be_built(monkeypatch):
             assert fused.load() is False
     finally:
         fused._state.update(saved)
+
+
+def test_a_stale_build_lock_is_removed(tmp_path):
+    """A build killed with kill -9 leaves torch's lock file: an old one is removed (a fresh one,
+    a build in progress elsewhere, is left alone)."""
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    fused._clear_stale_lock(tmp_path)
+    assert lock.exists()
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    fused._clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    fused._clear_stale_lock(tmp_path)  # none there: nothing to do
+
+
+def test_build_folder_depends_on_the_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    first = fused.build_dir()
+    assert first.parent == tmp_path and first.name.startswith("lfads_cpu_")
+    changed = tmp_path / "lfads_cpu.cpp"
+    changed.write_text(fused._SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(fused, "_SOURCE", changed)
+    assert fused.build_dir() != first

@@ -6,16 +6,20 @@ GRUs and of the decoder (controller -> inferred input -> generator -> factors) w
 step for the elementwise work and ATen's BLAS for the matrix products; the weight gradients are
 one matrix product over all steps.
 
-They are compiled on first use with torch's extension loader (a C++ compiler is needed; the
-result is cached, by default under ``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR``
-moves it). Where they cannot be built, or with ``LFADS_FUSED_CPU=0``, or on a GPU, the model runs
+They are compiled on first use with torch's extension loader (a C++ compiler and ninja are
+needed; the result is cached in a folder per source version, by default under
+``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR`` moves it). Where they cannot be built, or with ``LFADS_FUSED_CPU=0``, or on a GPU, the model runs
 its autograd path (the same math; the tests compare both). Under ``torch.func.vmap`` (the
 stacked PBT engine) the vmapped dimension is folded into the kernels' leading stack dimension.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -24,6 +28,9 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("lfads_cpu.cpp")
+# OpenMP: the kernels' rows go to torch's intra-op threads (the extension links the libgomp.so.1
+# torch has loaded, so torch.set_num_threads governs both).
+_CFLAGS, _LDFLAGS = ["-O3", "-fopenmp"], ["-fopenmp"]
 _state: dict = {"loaded": None, "enabled": True}
 
 
@@ -36,16 +43,54 @@ def load() -> bool:
             try:
                 from torch.utils.cpp_extension import load as build
 
+                where = build_dir()
+                _clear_stale_lock(where)
+                if not (where / "lfads_cpu.so").exists():
+                    print("lfads: compiling the fused CPU kernels (once per version, ~15 s)",
+                          file=sys.stderr, flush=True)
                 build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False,
-                      extra_cflags=["-O3"], verbose=False)
+                      extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, build_directory=str(where),
+                      verbose=False)
                 _register_vmap()
                 _state["loaded"] = True
             except Exception as err:  # no compiler, no headers, ...: the autograd path
-                lines = str(err).strip().splitlines() or [type(err).__name__]
-                reason = next((ln for ln in lines if "error" in ln), lines[-1]).strip()
+                reason = _reason(err)
                 warnings.warn(f"lfads: the fused CPU kernels could not be built ({reason[:200]}); "
                               f"using the slower autograd path", RuntimeWarning, stacklevel=3)
     return _state["loaded"]
+
+
+def _reason(err: Exception) -> str:
+    """The telling line of a failed build (the compiler's error, a missing program) rather
+    than torch's header or ninja's last words."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines()] or [type(err).__name__]
+    telling = re.compile(r"error|not found|no such file|required", re.IGNORECASE)
+    return next((ln for ln in lines[1:] if telling.search(ln) and not ln.startswith("ninja:")),
+                lines[0] if len(lines) == 1 else lines[-1])
+
+
+def build_dir() -> Path:
+    """Where the kernels are built: a folder per source version, compiler flags, torch and
+    Python, so that two checkouts (or versions) never rebuild each other's library."""
+    key = hashlib.sha1()
+    for part in (_SOURCE.read_bytes(), repr((_CFLAGS, _LDFLAGS)).encode(), torch.__version__.encode(),
+                 sys.version.encode()):
+        key.update(part)
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    path = Path(root) / f"lfads_cpu_{key.hexdigest()[:16]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _clear_stale_lock(where: Path, max_age_s: float = 600.0) -> None:
+    """A build killed outright (kill -9) leaves torch's lock file behind, and every later build
+    would wait on it for ever: one older than any build takes is removed."""
+    lock = where / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def usable(x: Tensor) -> bool:

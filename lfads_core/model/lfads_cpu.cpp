@@ -11,6 +11,7 @@
 // side and the tests compare both ways to autograd.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -38,11 +39,14 @@ Sl<T> sl(const Tensor& t) {
 }
 
 // Row kernels: plain loops over one row of H elements with restrict pointers, so the compiler
-// vectorises them (it does not through the lambdas below).
+// vectorises them (it does not through a lambda). Rows are spread over torch's intra-op threads
+// (the extension is built with OpenMP and shares torch's runtime) once there is enough work.
 template <typename F>
-void for_rows(int64_t S, int64_t B, const F& f) {
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t b = 0; b < B; ++b) f(s, b);
+void for_rows(int64_t S, int64_t B, int64_t H, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1));
+  at::parallel_for(0, S * B, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) f(i / B, i % B);
+  });
 }
 
 template <typename T>
@@ -132,7 +136,7 @@ void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& in, const
   at::sigmoid_out(zr, pre);
   {
     auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(rh);
-    for_rows(S, B, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b), H); });
+    for_rows(S, B, H, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b), H); });
   }
   Tensor pn = at::baddbmm(x_n, rh, w_hn);
   if (in.defined()) pn.baddbmm_(in, w_in_n);
@@ -141,7 +145,7 @@ void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& in, const
   auto Z = sl<T>(zr), N = sl<T>(n), Hs = sl<T>(h), O = sl<T>(h_out);
   Sl<T> K = c > 0 ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
   const T lo = static_cast<T>(-c), hi = static_cast<T>(c);
-  for_rows(S, B, [&](int64_t s, int64_t b) {
+  for_rows(S, B, H, [&](int64_t s, int64_t b) {
     k_state(Z.row(s, b), N.row(s, b), Hs.row(s, b), O.row(s, b), c > 0 ? K.row(s, b) : nullptr,
             lo, hi, H);
   });
@@ -159,13 +163,13 @@ void gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, c
   auto DZ = sl<T>(dxzr), DN = sl<T>(dxn);
   const bool masked = c > 0;
   Sl<T> K = masked ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
-  for_rows(S, B, [&](int64_t s, int64_t b) {
+  for_rows(S, B, H, [&](int64_t s, int64_t b) {
     k_back_a(G.row(s, b), masked ? K.row(s, b) : nullptr, Z.row(s, b), N.row(s, b), P.row(s, b),
              DZ.row(s, b), DN.row(s, b), H);
   });
   Tensor drh = at::bmm(dxn, w_hn_t);
   auto D = sl<T>(drh);
-  for_rows(S, B, [&](int64_t s, int64_t b) {
+  for_rows(S, B, H, [&](int64_t s, int64_t b) {
     k_back_b(G.row(s, b), Z.row(s, b) + H, P.row(s, b), D.row(s, b), DZ.row(s, b) + H, H);
   });
   dh.baddbmm_(dxzr, w_hzr_t);
@@ -287,7 +291,7 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
         auto M = sl<T_>(mo), Me = sl<T_>(mean_t), Sd = sl<T_>(std_t), Us = sl<T_>(u_t), L = sl<T_>(lv_t);
         Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
         Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
-        for_rows(S, B, [&](int64_t s, int64_t b) {
+        for_rows(S, B, U, [&](int64_t s, int64_t b) {
           const T_* m = M.row(s, b);
           T_ *me = Me.row(s, b), *sd = Sd.row(s, b), *u = Us.row(s, b), *l = L.row(s, b);
           const T_* e = sample ? E.row(s, b) : nullptr;
@@ -370,7 +374,7 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
         Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
         auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
         Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
-        for_rows(S, B, [&](int64_t s, int64_t b) {
+        for_rows(S, B, U, [&](int64_t s, int64_t b) {
           const T_ *d = DU.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
           const T_ *sd = SD.row(s, b), *l = L.row(s, b);
           const T_* e = sample ? E.row(s, b) : nullptr;
