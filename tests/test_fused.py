@@ -211,3 +211,45 @@ def test_build_folder_depends_on_the_source(monkeypatch, tmp_path):
     changed.write_text(fused._SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(fused, "_SOURCE", changed)
     assert fused.build_dir() != first
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_batch_shares_over_threads_give_the_same_results(two_threads, autograd_path):
+    """With 2 threads and a batch of >= 32 trials the kernels run the time loop on one share of
+    the batch per thread (forward and backward, with and without gradients)."""
+    args = sequence_inputs(3, steps=6, bsz=45, hidden=5, seed=4)
+    weight = torch.randn(3, 6, 45, 5, dtype=torch.float64)
+    want = reference_sequence(*args, 0.5)
+    got = fused.gru_sequence(*args, 0.5)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(torch.autograd.grad((got * weight).sum(), args),
+                    torch.autograd.grad((want * weight).sum(), args)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    with torch.inference_mode():  # tensors made in inference mode, updated by worker threads
+        torch.testing.assert_close(fused.gru_sequence(*[a.detach() for a in args], 0.5), want.detach(),
+                                   rtol=1e-12, atol=1e-12)
+
+    def run():
+        torch.manual_seed(0)
+        gen = GRUGenerator(GRUGeneratorConfig(12, 8, 3, 6), ic_dim=7, ci_dim=10).double()
+        g = torch.Generator().manual_seed(5)
+        ic = torch.randn(40, 7, generator=g, dtype=torch.float64)
+        ci = torch.randn(40, 9, 10, generator=g, dtype=torch.float64)
+        torch.manual_seed(6)
+        out = gen(ic, ci, None, 9, True, 0.1)
+        loss = (out.factors * torch.linspace(-1, 1, out.factors.numel(), dtype=torch.float64)
+                .view(out.factors.shape)).sum() + out.co_stds.sum()
+        return [out.factors, out.co_means] + list(torch.autograd.grad(loss, list(gen.parameters())))
+
+    got = run()
+    with autograd_path:
+        want = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

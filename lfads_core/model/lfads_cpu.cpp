@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -99,6 +100,27 @@ void k_back_b(T* __restrict__ g, const T* __restrict__ r, const T* __restrict__ 
 
 double clip_at(int64_t t, double clip) { return (t == 0 || clip < 1.0) ? clip : 0.0; }
 
+// The rows of a batch are independent in the recurrence: the time loop runs on one share of the
+// batch per intra-op thread, each thread's small operations single-threaded (nested parallel
+// regions run serially). That replaces a fork and join per operation by one per sequence.
+template <typename F>
+void chunked(int64_t B, const F& f) {
+  const int64_t n = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(1, B / 16));
+  if (n <= 1 || at::in_parallel_region()) {
+    f(0, B);
+    return;
+  }
+  const int64_t per = (B + n - 1) / n;
+  const at::ThreadLocalState state;  // grad and inference mode are per thread: the caller's
+  at::parallel_for(0, n, 1, [&](int64_t lo, int64_t hi) {
+    at::ThreadLocalStateGuard guard(state);
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b0 = i * per, nb = std::min(per, B - b0);
+      if (nb > 0) f(b0, nb);
+    }
+  });
+}
+
 // Buffers of a GRU run: full sequences when saved for the backward, else one reused step.
 struct GruBuf {
   Tensor zr, n, rh, keep;
@@ -119,6 +141,13 @@ struct GruBuf {
   Tensor rh_t(int64_t t) const { return rh.select(1, at(t)); }
   Tensor keep_t(int64_t t, double clip) const {
     return keep.select(1, clip < 1.0 ? at(t) : 0);
+  }
+  // Rows b0 .. b0 + nb of the batch.
+  GruBuf rows(int64_t b0, int64_t nb) const {
+    GruBuf r = *this;
+    r.zr = zr.narrow(2, b0, nb); r.n = n.narrow(2, b0, nb); r.rh = rh.narrow(2, b0, nb);
+    r.keep = keep.narrow(2, b0, nb);
+    return r;
   }
 };
 
@@ -203,15 +232,19 @@ std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Ten
   const int64_t S = x_zr.size(0), T = x_zr.size(1), B = x_zr.size(2), H = h0.size(2);
   Tensor hs = at::empty({S, T, B, H}, h0.options());
   GruBuf buf(h0, S, T, B, H, clip, save);
-  Tensor h = h0.contiguous();
   Tensor none;
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "gru_seq_fwd", [&] {
-    for (int64_t t = 0; t < T; ++t) {
-      Tensor out = hs.select(1, t);
-      gru_fwd_step<scalar_t>(x_zr.select(1, t), x_n.select(1, t), none, none, none, h, w_hzr,
-                             w_hn, clip, buf, t, out);
-      h = out;
-    }
+    chunked(B, [&](int64_t b0, int64_t nb) {
+      auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
+      GruBuf bb = buf.rows(b0, nb);
+      Tensor h = R(h0).contiguous();
+      for (int64_t t = 0; t < T; ++t) {
+        Tensor out = R(hs.select(1, t));
+        gru_fwd_step<scalar_t>(R(x_zr.select(1, t)), R(x_n.select(1, t)), none, none, none, h,
+                               w_hzr, w_hn, clip, bb, t, out);
+        h = out;
+      }
+    });
   });
   return {hs, buf.zr, buf.n, buf.rh, buf.keep};
 }
@@ -226,18 +259,24 @@ std::vector<Tensor> gru_seq_bwd(const Tensor& d_hs, const Tensor& hs, const Tens
   buf.zr = zr; buf.n = n; buf.rh = rh; buf.keep = keep;
   Tensor dxzr = at::empty({S, T, B, 2 * H}, hs.options());
   Tensor dxn = at::empty({S, T, B, H}, hs.options());
-  Tensor dh = at::zeros({S, B, H}, hs.options());
+  Tensor dh0 = at::empty({S, B, H}, hs.options());
   Tensor w_hzr_t = tr(w_hzr), w_hn_t = tr(w_hn);
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_seq_bwd", [&] {
-    for (int64_t t = T - 1; t >= 0; --t) {
-      dh.add_(d_hs.select(1, t));
-      Tensor hp = t > 0 ? hs.select(1, t - 1) : h0.contiguous();
-      gru_bwd_step<scalar_t>(dh, buf, t, clip, hp, w_hzr_t, w_hn_t, dxzr.select(1, t),
-                             dxn.select(1, t));
-    }
+    chunked(B, [&](int64_t b0, int64_t nb) {
+      auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
+      GruBuf bb = buf.rows(b0, nb);
+      Tensor dh = at::zeros({S, nb, H}, hs.options());
+      for (int64_t t = T - 1; t >= 0; --t) {
+        dh.add_(R(d_hs.select(1, t)));
+        Tensor hp = t > 0 ? R(hs.select(1, t - 1)) : R(h0).contiguous();
+        gru_bwd_step<scalar_t>(dh, bb, t, clip, hp, w_hzr_t, w_hn_t, R(dxzr.select(1, t)),
+                               R(dxn.select(1, t)));
+      }
+      R(dh0).copy_(dh);
+    });
   });
   auto dw = recurrent_grads(h0, hs, buf, dxzr, dxn);
-  return {dxzr, dxn, dh, dw[0], dw[1]};
+  return {dxzr, dxn, dh0, dw[0], dw[1]};
 }
 
 // ------------------------------------------------------------------------------------------
@@ -274,50 +313,54 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
   const bool sample = eps.has_value();
   AT_DISPATCH_FLOATING_TYPES(init[0].scalar_type(), "decoder_fwd", [&] {
     using T_ = scalar_t;
-    Tensor f = init[1].contiguous(), g = init[0].contiguous(), c = init[2].contiguous();
     const T_ vmin = static_cast<T_>(var_min);
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t st = save ? t : 0;
-      Tensor fd_t = fd.select(1, st);
-      if (fmask.has_value()) at::mul_out(fd_t, f, fmask->select(1, t)); else fd_t.copy_(f);
-      Tensor c_out = cs.select(1, t);
-      gru_fwd_step<T_>(c_zr.select(1, t), c_n.select(1, t), fd_t, w_fzr, w_fn, c, wc_hzr, wc_hn,
-                       clip_c, bc, t, c_out);
-      c = c_out;
-      Tensor mo = at::baddbmm(b_co, c, w_co);  // [S, B, 2U]
-      Tensor mean_t = means.select(1, t), std_t = stds.select(1, t), u_t = us.select(1, t);
-      Tensor lv_t = lv.select(1, st);
-      {
-        auto M = sl<T_>(mo), Me = sl<T_>(mean_t), Sd = sl<T_>(std_t), Us = sl<T_>(u_t), L = sl<T_>(lv_t);
-        Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
-        Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
-        for_rows(S, B, U, [&](int64_t s, int64_t b) {
-          const T_* m = M.row(s, b);
-          T_ *me = Me.row(s, b), *sd = Sd.row(s, b), *u = Us.row(s, b), *l = L.row(s, b);
-          const T_* e = sample ? E.row(s, b) : nullptr;
-          for (int64_t j = 0; j < U; ++j) {
-            T_ mean = m[j], logv = m[U + j];
-            T_ sdev = std::sqrt(std::exp(logv) + vmin);
-            me[j] = mean;
-            l[j] = logv;
-            sd[j] = sdev;
-            u[j] = sample ? mean + sdev * e[j] : mean;
-          }
-        });
+    chunked(B, [&](int64_t b0, int64_t nb) {
+      auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
+      GruBuf rc = bc.rows(b0, nb), rg = bg.rows(b0, nb);
+      Tensor f = R(init[1]).contiguous(), g = R(init[0]).contiguous(), c = R(init[2]).contiguous();
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t st = save ? t : 0;
+        Tensor fd_t = R(fd.select(1, st));
+        if (fmask.has_value()) at::mul_out(fd_t, f, R(fmask->select(1, t))); else fd_t.copy_(f);
+        Tensor c_out = R(cs.select(1, t));
+        gru_fwd_step<T_>(R(c_zr.select(1, t)), R(c_n.select(1, t)), fd_t, w_fzr, w_fn, c, wc_hzr,
+                         wc_hn, clip_c, rc, t, c_out);
+        c = c_out;
+        Tensor mo = at::baddbmm(b_co, c, w_co);  // [S, nb, 2U]
+        Tensor mean_t = R(means.select(1, t)), std_t = R(stds.select(1, t)), u_t = R(us.select(1, t));
+        Tensor lv_t = R(lv.select(1, st));
+        {
+          auto M = sl<T_>(mo), Me = sl<T_>(mean_t), Sd = sl<T_>(std_t), Us = sl<T_>(u_t), L = sl<T_>(lv_t);
+          Tensor eps_t = sample ? R(eps->select(1, t)).contiguous() : Tensor();
+          Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
+          for_rows(S, nb, U, [&](int64_t s, int64_t b) {
+            const T_* m = M.row(s, b);
+            T_ *me = Me.row(s, b), *sd = Sd.row(s, b), *u = Us.row(s, b), *l = L.row(s, b);
+            const T_* e = sample ? E.row(s, b) : nullptr;
+            for (int64_t j = 0; j < U; ++j) {
+              T_ mean = m[j], logv = m[U + j];
+              T_ sdev = std::sqrt(std::exp(logv) + vmin);
+              me[j] = mean;
+              l[j] = logv;
+              sd[j] = sdev;
+              u[j] = sample ? mean + sdev * e[j] : mean;
+            }
+          });
+        }
+        Tensor g_out = R(gs.select(1, t));
+        gru_fwd_step<T_>(R(g_zr.select(1, t)), R(g_n.select(1, t)), u_t, w_uzr, w_un, g, wg_hzr,
+                         wg_hn, clip_g, rg, t, g_out);
+        g = g_out;
+        Tensor gin = g;
+        if (gmask.has_value()) {
+          gin = R(gd.select(1, st));
+          at::mul_out(gin, g, R(gmask->select(1, t)));
+        }
+        Tensor f_t = R(fs.select(1, t));
+        at::bmm_out(f_t, gin, w_f);
+        f = f_t;
       }
-      Tensor g_out = gs.select(1, t);
-      gru_fwd_step<T_>(g_zr.select(1, t), g_n.select(1, t), u_t, w_uzr, w_un, g, wg_hzr, wg_hn,
-                       clip_g, bg, t, g_out);
-      g = g_out;
-      Tensor gin = g;
-      if (gmask.has_value()) {
-        gin = gd.select(1, st);
-        at::mul_out(gin, g, gmask->select(1, t));
-      }
-      Tensor f_t = fs.select(1, t);
-      at::bmm_out(f_t, gin, w_f);
-      f = f_t;
-    }
+    });
   });
   // gd (the dropped-out generator states) is empty without a mask: gs then (a separate empty
   // tensor, since outputs 5.. are marked non-differentiable and gs must not be).
@@ -348,57 +391,65 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
   Tensor d_czr = at::empty({S, T, B, 2 * C}, o), d_cn = at::empty({S, T, B, C}, o);
   Tensor d_gzr = at::empty({S, T, B, 2 * G}, o), d_gn = at::empty({S, T, B, G}, o);
   Tensor dmo = at::empty({S, T, B, 2 * U}, o), dF = at::empty({S, T, B, F}, o);
-  Tensor dg = at::zeros({S, B, G}, o), dc = at::zeros({S, B, C}, o), df = at::zeros({S, B, F}, o);
+  Tensor dg0 = at::empty({S, B, G}, o), dc0 = at::empty({S, B, C}, o), df0 = at::empty({S, B, F}, o);
   Tensor w_f_t = tr(w[10]), w_uzr_t = tr(w[6]), w_un_t = tr(w[7]), w_co_t = tr(w[4]);
   Tensor wg_hzr_t = tr(w[8]), wg_hn_t = tr(w[9]), wc_hzr_t = tr(w[2]), wc_hn_t = tr(w[3]);
   Tensor w_fzr_t = tr(w[0]), w_fn_t = tr(w[1]);
   const bool sample = eps.has_value();
   AT_DISPATCH_FLOATING_TYPES(gs.scalar_type(), "decoder_bwd", [&] {
     using T_ = scalar_t;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      df.add_(dfs.select(1, t));
-      dF.select(1, t).copy_(df);
-      Tensor dgin = at::bmm(df, w_f_t);
-      dg.add_(dgs.select(1, t));
-      if (gmask.has_value()) dg.addcmul_(dgin, gmask->select(1, t)); else dg.add_(dgin);
-      Tensor gp = t > 0 ? gs.select(1, t - 1) : g0.contiguous();
-      Tensor dgzr_t = d_gzr.select(1, t), dgn_t = d_gn.select(1, t);
-      gru_bwd_step<T_>(dg, bg, t, clip_g, gp, wg_hzr_t, wg_hn_t, dgzr_t, dgn_t);
-      Tensor du = at::baddbmm(dus.select(1, t), dgzr_t, w_uzr_t);
-      du.baddbmm_(dgn_t, w_un_t);
-      Tensor dmo_t = dmo.select(1, t);
-      {
-        auto DU = sl<T_>(du), DO = sl<T_>(dmo_t);
-        Tensor dm_t = dmeans.select(1, t).contiguous(), ds_t = dstds.select(1, t).contiguous();
-        Tensor sd_t = stds.select(1, t), lv_t = lv.select(1, t);
-        Tensor eps_t = sample ? eps->select(1, t).contiguous() : Tensor();
-        auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
-        Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
-        for_rows(S, B, U, [&](int64_t s, int64_t b) {
-          const T_ *d = DU.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
-          const T_ *sd = SD.row(s, b), *l = L.row(s, b);
-          const T_* e = sample ? E.row(s, b) : nullptr;
-          T_* out = DO.row(s, b);
-          for (int64_t j = 0; j < U; ++j) {
-            T_ dstd = ds[j] + (sample ? d[j] * e[j] : T_(0));
-            out[j] = dm[j] + d[j];
-            out[U + j] = dstd * std::exp(l[j]) / (T_(2) * sd[j]);
-          }
-        });
+    chunked(B, [&](int64_t b0, int64_t nb) {
+      auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
+      GruBuf rc = bc.rows(b0, nb), rg = bg.rows(b0, nb);
+      Tensor dg = at::zeros({S, nb, G}, o), dc = at::zeros({S, nb, C}, o), df = at::zeros({S, nb, F}, o);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        df.add_(R(dfs.select(1, t)));
+        R(dF.select(1, t)).copy_(df);
+        Tensor dgin = at::bmm(df, w_f_t);
+        dg.add_(R(dgs.select(1, t)));
+        if (gmask.has_value()) dg.addcmul_(dgin, R(gmask->select(1, t))); else dg.add_(dgin);
+        Tensor gp = t > 0 ? R(gs.select(1, t - 1)) : R(g0).contiguous();
+        Tensor dgzr_t = R(d_gzr.select(1, t)), dgn_t = R(d_gn.select(1, t));
+        gru_bwd_step<T_>(dg, rg, t, clip_g, gp, wg_hzr_t, wg_hn_t, dgzr_t, dgn_t);
+        Tensor du = at::baddbmm(R(dus.select(1, t)), dgzr_t, w_uzr_t);
+        du.baddbmm_(dgn_t, w_un_t);
+        Tensor dmo_t = R(dmo.select(1, t));
+        {
+          auto DU = sl<T_>(du), DO = sl<T_>(dmo_t);
+          Tensor dm_t = R(dmeans.select(1, t)).contiguous(), ds_t = R(dstds.select(1, t)).contiguous();
+          Tensor sd_t = R(stds.select(1, t)), lv_t = R(lv.select(1, t));
+          Tensor eps_t = sample ? R(eps->select(1, t)).contiguous() : Tensor();
+          auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
+          Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
+          for_rows(S, nb, U, [&](int64_t s, int64_t b) {
+            const T_ *d = DU.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
+            const T_ *sd = SD.row(s, b), *l = L.row(s, b);
+            const T_* e = sample ? E.row(s, b) : nullptr;
+            T_* out = DO.row(s, b);
+            for (int64_t j = 0; j < U; ++j) {
+              T_ dstd = ds[j] + (sample ? d[j] * e[j] : T_(0));
+              out[j] = dm[j] + d[j];
+              out[U + j] = dstd * std::exp(l[j]) / (T_(2) * sd[j]);
+            }
+          });
+        }
+        dc.baddbmm_(dmo_t, w_co_t);
+        Tensor cp = t > 0 ? R(cs.select(1, t - 1)) : R(c0).contiguous();
+        Tensor dczr_t = R(d_czr.select(1, t)), dcn_t = R(d_cn.select(1, t));
+        gru_bwd_step<T_>(dc, rc, t, clip_c, cp, wc_hzr_t, wc_hn_t, dczr_t, dcn_t);
+        Tensor dfd = at::bmm(dczr_t, w_fzr_t);
+        dfd.baddbmm_(dcn_t, w_fn_t);
+        if (fmask.has_value()) at::mul_out(df, dfd, R(fmask->select(1, t))); else df.copy_(dfd);
       }
-      dc.baddbmm_(dmo_t, w_co_t);
-      Tensor cp = t > 0 ? cs.select(1, t - 1) : c0.contiguous();
-      Tensor dczr_t = d_czr.select(1, t), dcn_t = d_cn.select(1, t);
-      gru_bwd_step<T_>(dc, bc, t, clip_c, cp, wc_hzr_t, wc_hn_t, dczr_t, dcn_t);
-      Tensor dfd = at::bmm(dczr_t, w_fzr_t);
-      dfd.baddbmm_(dcn_t, w_fn_t);
-      if (fmask.has_value()) at::mul_out(df, dfd, fmask->select(1, t)); else df.copy_(dfd);
-    }
+      R(dg0).copy_(dg);
+      R(dc0).copy_(dc);
+      R(df0).copy_(df);
+    });
   });
   auto dwg = recurrent_grads(g0, gs, bg, d_gzr, d_gn);
   auto dwc = recurrent_grads(c0, cs, bc, d_czr, d_cn);
   Tensor db_co = dmo.sum({1, 2}).unsqueeze(1);
-  return {d_czr, d_cn, d_gzr, d_gn, dg, df, dc,
+  return {d_czr, d_cn, d_gzr, d_gn, dg0, df0, dc0,
           sum_outer(fd, d_czr), sum_outer(fd, d_cn), dwc[0], dwc[1], sum_outer(cs, dmo), db_co,
           sum_outer(us, d_gzr), sum_outer(us, d_gn), dwg[0], dwg[1], sum_outer(gd, dF)};
 }
