@@ -23,20 +23,19 @@ using at::Tensor;
 
 namespace {
 
-// A per-step slice [S, B, X] whose [B, X] blocks are contiguous (stride ss between blocks).
+// A per-step slice [S, B, X] with contiguous rows (strides ss between stacks, rs between rows).
 template <typename T>
 struct Sl {
   T* p;
   int64_t ss;
-  int64_t x;
-  T* row(int64_t s, int64_t b) const { return p + s * ss + b * x; }
+  int64_t rs;
+  T* row(int64_t s, int64_t b) const { return p + s * ss + b * rs; }
 };
 
 template <typename T>
 Sl<T> sl(const Tensor& t) {
-  TORCH_CHECK(t.dim() == 3 && t.stride(2) == 1 && t.stride(1) == t.size(2),
-              "lfads_cpu: slice with non-contiguous rows");
-  return {t.data_ptr<T>(), t.stride(0), t.size(2)};
+  TORCH_CHECK(t.dim() == 3 && t.stride(2) == 1, "lfads_cpu: slice with non-contiguous rows");
+  return {t.data_ptr<T>(), t.stride(0), t.stride(1)};
 }
 
 // Row kernels: plain loops over one row of H elements with restrict pointers, so the compiler
@@ -125,13 +124,14 @@ void chunked(int64_t B, const F& f) {
 struct GruBuf {
   Tensor zr, n, rh, keep;
   bool full;
-  GruBuf(const Tensor& like, int64_t S, int64_t T, int64_t B, int64_t H, double clip, bool save)
+  GruBuf(const Tensor& like, int64_t S, int64_t T, int64_t B, int64_t H, double clip, bool save,
+         bool with_rh = true)
       : full(save) {
     auto o = like.options();
     int64_t steps = save ? T : 1;
     zr = at::empty({S, steps, B, 2 * H}, o);
     n = at::empty({S, steps, B, H}, o);
-    rh = at::empty({S, steps, B, H}, o);
+    rh = at::empty({S, with_rh ? steps : 0, B, H}, o);
     int64_t kt = clip <= 0 ? 0 : (clip < 1.0 ? steps : 1);
     keep = at::empty({S, kt, B, H}, o);
   }
@@ -151,24 +151,23 @@ struct GruBuf {
   }
 };
 
-// One forward step. x_zr/x_n: projected inputs at t (any strides); `in` with (w_in_zr, w_in_n)
-// an extra input projected here (undefined when none); h the state; writes zr/n/rh/keep of the
-// buffer and the new state into h_out.
+// One forward step. x_zr/x_n: the projected inputs at t (any strides). X1 [S, B, in + H] holds
+// [input | h] (in = 0: h alone), X2 [S, B, in + H] the same input (set by the caller) and
+// receives r * h in its last H columns; W1 [S, in + H, 2H] and W2 [S, in + H, H] are the input
+// and recurrent weights stacked, so each gate is one matrix product. Writes the gates, the
+// candidate, the clamp mask and the new state into h_out.
 template <typename T>
-void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& in, const Tensor& w_in_zr,
-                  const Tensor& w_in_n, const Tensor& h, const Tensor& w_hzr, const Tensor& w_hn,
-                  double clip, const GruBuf& buf, int64_t t, const Tensor& h_out) {
-  const int64_t S = h.size(0), B = h.size(1), H = h.size(2);
-  Tensor pre = at::baddbmm(x_zr, h, w_hzr);
-  if (in.defined()) pre.baddbmm_(in, w_in_zr);
-  Tensor zr = buf.zr_t(t), n = buf.n_t(t), rh = buf.rh_t(t);
-  at::sigmoid_out(zr, pre);
+void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& X1, const Tensor& X2,
+                  const Tensor& W1, const Tensor& W2, const Tensor& h, double clip,
+                  const GruBuf& buf, int64_t t, const Tensor& h_out) {
+  const int64_t S = h.size(0), B = h.size(1), H = h.size(2), in = X2.size(2) - H;
+  Tensor zr = buf.zr_t(t), n = buf.n_t(t);
+  at::sigmoid_out(zr, at::baddbmm(x_zr, X1, W1));
   {
-    auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(rh);
-    for_rows(S, B, H, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b), H); });
+    auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(X2);
+    for_rows(S, B, H, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b) + in, H); });
   }
-  Tensor pn = at::baddbmm(x_n, rh, w_hn);
-  if (in.defined()) pn.baddbmm_(in, w_in_n);
+  Tensor pn = at::baddbmm(x_n, X2, W2);
   at::sigmoid_out(n, pn.mul_(2));  // completed to tanh in k_state
   const double c = clip_at(t, clip);
   auto Z = sl<T>(zr), N = sl<T>(n), Hs = sl<T>(h), O = sl<T>(h_out);
@@ -180,13 +179,22 @@ void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& in, const
   });
 }
 
-// One backward step. dh [S, B, H] (contiguous) holds dL/dh_t on entry and dL/dh_{t-1} on exit;
-// hp is h_{t-1}; writes dL/dx_zr and dL/dx_n of step t into dxzr / dxn. w_*_t are transposed.
+// dh += d1 (last H columns of D1); din = D1 + D2 (first `in` columns, written into D1).
 template <typename T>
-void gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, const Tensor& hp,
-                  const Tensor& w_hzr_t, const Tensor& w_hn_t, const Tensor& dxzr,
-                  const Tensor& dxn) {
-  const int64_t S = dh.size(0), B = dh.size(1), H = dh.size(2);
+void k_split(T* __restrict__ g, T* __restrict__ d1, const T* __restrict__ d2, int64_t in,
+             int64_t H) {
+  for (int64_t j = 0; j < H; ++j) g[j] += d1[in + j];
+  for (int64_t j = 0; j < in; ++j) d1[j] += d2[j];
+}
+
+// One backward step. dh [S, B, H] (contiguous) holds dL/dh_t on entry and dL/dh_{t-1} on exit;
+// hp is h_{t-1}; writes dL/dx_zr and dL/dx_n of step t into dxzr / dxn. W1t, W2t are the
+// transposed stacked weights of gru_fwd_step; returns dL/d input [S, B, in] (undefined when
+// in = 0).
+template <typename T>
+Tensor gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, const Tensor& hp,
+                    const Tensor& W1t, const Tensor& W2t, const Tensor& dxzr, const Tensor& dxn) {
+  const int64_t S = dh.size(0), B = dh.size(1), H = dh.size(2), in = W2t.size(2) - H;
   const double c = clip_at(t, clip);
   auto G = sl<T>(dh), Z = sl<T>(buf.zr_t(t)), N = sl<T>(buf.n_t(t)), P = sl<T>(hp);
   auto DZ = sl<T>(dxzr), DN = sl<T>(dxn);
@@ -196,12 +204,21 @@ void gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, c
     k_back_a(G.row(s, b), masked ? K.row(s, b) : nullptr, Z.row(s, b), N.row(s, b), P.row(s, b),
              DZ.row(s, b), DN.row(s, b), H);
   });
-  Tensor drh = at::bmm(dxn, w_hn_t);
-  auto D = sl<T>(drh);
+  Tensor D2 = at::bmm(dxn, W2t);  // [d input | d (r h)]
+  auto D = sl<T>(D2);
   for_rows(S, B, H, [&](int64_t s, int64_t b) {
-    k_back_b(G.row(s, b), Z.row(s, b) + H, P.row(s, b), D.row(s, b), DZ.row(s, b) + H, H);
+    k_back_b(G.row(s, b), Z.row(s, b) + H, P.row(s, b), D.row(s, b) + in, DZ.row(s, b) + H, H);
   });
-  dh.baddbmm_(dxzr, w_hzr_t);
+  if (in == 0) {
+    dh.baddbmm_(dxzr, W1t);
+    return Tensor();
+  }
+  Tensor D1 = at::bmm(dxzr, W1t);  // [d input | d h]
+  auto D1s = sl<T>(D1);
+  for_rows(S, B, in + H, [&](int64_t s, int64_t b) {
+    k_split(G.row(s, b), D1s.row(s, b), D.row(s, b), in, H);
+  });
+  return D1.narrow(2, 0, in);
 }
 
 // Transposed weights, contiguous (bmm with a transposed view takes a slower path here).
@@ -232,7 +249,6 @@ std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Ten
   const int64_t S = x_zr.size(0), T = x_zr.size(1), B = x_zr.size(2), H = h0.size(2);
   Tensor hs = at::empty({S, T, B, H}, h0.options());
   GruBuf buf(h0, S, T, B, H, clip, save);
-  Tensor none;
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "gru_seq_fwd", [&] {
     chunked(B, [&](int64_t b0, int64_t nb) {
       auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
@@ -240,8 +256,8 @@ std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Ten
       Tensor h = R(h0).contiguous();
       for (int64_t t = 0; t < T; ++t) {
         Tensor out = R(hs.select(1, t));
-        gru_fwd_step<scalar_t>(R(x_zr.select(1, t)), R(x_n.select(1, t)), none, none, none, h,
-                               w_hzr, w_hn, clip, bb, t, out);
+        gru_fwd_step<scalar_t>(R(x_zr.select(1, t)), R(x_n.select(1, t)), h, bb.rh_t(t), w_hzr,
+                               w_hn, h, clip, bb, t, out);
         h = out;
       }
     });
@@ -287,8 +303,24 @@ std::vector<Tensor> gru_seq_bwd(const Tensor& d_hs, const Tensor& hs, const Tens
 // w:    w_fzr [S,F,2C], w_fn [S,F,C], wc_hzr [S,C,2C], wc_hn [S,C,C], w_co [S,C,2U],
 //       b_co [S,1,2U], w_uzr [S,U,2G], w_un [S,U,G], wg_hzr [S,G,2G], wg_hn [S,G,G], w_f [S,G,F]
 // eps [S,T,B,U] when sampling; fmask [S,T,B,F], gmask [S,T,B,G] when dropout is on.
-// Returns fs, gs, us, means, stds, then what the backward needs: cs, fd, gd, lv and the two
-// GRUs' zr, n, rh, keep.
+// Returns fs, gs, us, means, stds, then what the backward needs: cs, gd, lv, the controller's
+// stacked inputs xc1 = [fd | c_{t-1}], xc2 = [fd | r c_{t-1}] and zr, n, keep, the generator's
+// xg1 = [u | g_{t-1}], xg2 = [u | r g_{t-1}] and zr, n, keep.
+
+// [in | h] and [in | .] from the input row and the state row.
+template <typename T>
+void k_inputs(const T* __restrict__ x, const T* __restrict__ mask, const T* __restrict__ h,
+              T* __restrict__ x1, T* __restrict__ x2, int64_t in, int64_t H) {
+  if (mask != nullptr) {
+    for (int64_t j = 0; j < in; ++j) x1[j] = x[j] * mask[j];
+  } else {
+    for (int64_t j = 0; j < in; ++j) x1[j] = x[j];
+  }
+  for (int64_t j = 0; j < in; ++j) x2[j] = x1[j];
+  for (int64_t j = 0; j < H; ++j) x1[in + j] = h[j];
+}
+
+Tensor stacked(const Tensor& a, const Tensor& b) { return at::cat({a, b}, 1).contiguous(); }
 
 std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::TensorList w,
                                 const std::optional<Tensor>& eps,
@@ -297,9 +329,9 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
                                 double clip_c, double clip_g, bool save) {
   at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
   const Tensor &c_zr = seq[0], &c_n = seq[1], &g_zr = seq[2], &g_n = seq[3];
-  const Tensor &w_fzr = w[0], &w_fn = w[1], &wc_hzr = w[2], &wc_hn = w[3], &w_co = w[4],
-               &b_co = w[5], &w_uzr = w[6], &w_un = w[7], &wg_hzr = w[8], &wg_hn = w[9],
-               &w_f = w[10];
+  const Tensor &w_co = w[4], &b_co = w[5], &w_f = w[10];
+  const Tensor W1c = stacked(w[0], w[2]), W2c = stacked(w[1], w[3]);
+  const Tensor W1g = stacked(w[6], w[8]), W2g = stacked(w[7], w[9]);
   const int64_t S = c_zr.size(0), T = c_zr.size(1), B = c_zr.size(2);
   const int64_t C = init[2].size(2), G = init[0].size(2), F = init[1].size(2), U = w_co.size(2) / 2;
   auto o = init[0].options();
@@ -307,9 +339,11 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
   Tensor us = at::empty({S, T, B, U}, o), means = at::empty({S, T, B, U}, o);
   Tensor stds = at::empty({S, T, B, U}, o), cs = at::empty({S, T, B, C}, o);
   const int64_t ts = save ? T : 1;
-  Tensor fd = at::empty({S, ts, B, F}, o), lv = at::empty({S, ts, B, U}, o);
+  Tensor lv = at::empty({S, ts, B, U}, o);
   Tensor gd = gmask.has_value() ? at::empty({S, ts, B, G}, o) : Tensor();
-  GruBuf bc(init[0], S, T, B, C, clip_c, save), bg(init[0], S, T, B, G, clip_g, save);
+  Tensor xc1 = at::empty({S, ts, B, F + C}, o), xc2 = at::empty({S, ts, B, F + C}, o);
+  Tensor xg1 = at::empty({S, ts, B, U + G}, o), xg2 = at::empty({S, ts, B, U + G}, o);
+  GruBuf bc(init[0], S, T, B, C, clip_c, save, false), bg(init[0], S, T, B, G, clip_g, save, false);
   const bool sample = eps.has_value();
   AT_DISPATCH_FLOATING_TYPES(init[0].scalar_type(), "decoder_fwd", [&] {
     using T_ = scalar_t;
@@ -320,11 +354,20 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
       Tensor f = R(init[1]).contiguous(), g = R(init[0]).contiguous(), c = R(init[2]).contiguous();
       for (int64_t t = 0; t < T; ++t) {
         const int64_t st = save ? t : 0;
-        Tensor fd_t = R(fd.select(1, st));
-        if (fmask.has_value()) at::mul_out(fd_t, f, R(fmask->select(1, t))); else fd_t.copy_(f);
+        // controller: inputs [f_{t-1} * mask | c_{t-1}]
+        Tensor X1 = R(xc1.select(1, st)), X2 = R(xc2.select(1, st));
+        {
+          Tensor m_t = fmask.has_value() ? R(fmask->select(1, t)).contiguous() : Tensor();
+          auto Fs = sl<T_>(f), Cs = sl<T_>(c), A = sl<T_>(X1), Bq = sl<T_>(X2);
+          Sl<T_> M = fmask.has_value() ? sl<T_>(m_t) : Sl<T_>{nullptr, 0, 0};
+          for_rows(S, nb, F + C, [&](int64_t s, int64_t b) {
+            k_inputs(Fs.row(s, b), fmask.has_value() ? M.row(s, b) : nullptr, Cs.row(s, b),
+                     A.row(s, b), Bq.row(s, b), F, C);
+          });
+        }
         Tensor c_out = R(cs.select(1, t));
-        gru_fwd_step<T_>(R(c_zr.select(1, t)), R(c_n.select(1, t)), fd_t, w_fzr, w_fn, c, wc_hzr,
-                         wc_hn, clip_c, rc, t, c_out);
+        gru_fwd_step<T_>(R(c_zr.select(1, t)), R(c_n.select(1, t)), X1, X2, W1c, W2c, c, clip_c,
+                         rc, t, c_out);
         c = c_out;
         Tensor mo = at::baddbmm(b_co, c, w_co);  // [S, nb, 2U]
         Tensor mean_t = R(means.select(1, t)), std_t = R(stds.select(1, t)), u_t = R(us.select(1, t));
@@ -347,9 +390,18 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
             }
           });
         }
+        // generator: inputs [u_t | g_{t-1}]
+        Tensor Y1 = R(xg1.select(1, st)), Y2 = R(xg2.select(1, st));
+        {
+          auto Us = sl<T_>(u_t), Gs = sl<T_>(g), A = sl<T_>(Y1), Bq = sl<T_>(Y2);
+          for_rows(S, nb, U + G, [&](int64_t s, int64_t b) {
+            k_inputs(Us.row(s, b), static_cast<const T_*>(nullptr), Gs.row(s, b), A.row(s, b),
+                     Bq.row(s, b), U, G);
+          });
+        }
         Tensor g_out = R(gs.select(1, t));
-        gru_fwd_step<T_>(R(g_zr.select(1, t)), R(g_n.select(1, t)), u_t, w_uzr, w_un, g, wg_hzr,
-                         wg_hn, clip_g, rg, t, g_out);
+        gru_fwd_step<T_>(R(g_zr.select(1, t)), R(g_n.select(1, t)), Y1, Y2, W1g, W2g, g, clip_g,
+                         rg, t, g_out);
         g = g_out;
         Tensor gin = g;
         if (gmask.has_value()) {
@@ -364,11 +416,11 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
   });
   // gd (the dropped-out generator states) is empty without a mask: gs then (a separate empty
   // tensor, since outputs 5.. are marked non-differentiable and gs must not be).
-  return {fs, gs, us, means, stds, cs, fd, gd.defined() ? gd : at::empty({0}, o), lv,
-          bc.zr, bc.n, bc.rh, bc.keep, bg.zr, bg.n, bg.rh, bg.keep};
+  return {fs, gs, us, means, stds, cs, gd.defined() ? gd : at::empty({0}, o), lv,
+          xc1, xc2, bc.zr, bc.n, bc.keep, xg1, xg2, bg.zr, bg.n, bg.keep};
 }
 
-// grads: d fs, gs, us, means, stds. saved: the outputs of decoder_fwd (all 17).
+// grads: d fs, gs, us, means, stds. saved: the outputs of decoder_fwd (all 18).
 // Returns d c_zr, c_n, g_zr, g_n, g0, f0, c0, then the 11 weight gradients in the order of w.
 std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::TensorList init,
                                 at::TensorList w, const std::optional<Tensor>& eps,
@@ -378,23 +430,25 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
   at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
   const Tensor &dfs = grads[0], &dgs = grads[1], &dus = grads[2], &dmeans = grads[3],
                &dstds = grads[4];
-  const Tensor &gs = saved[1], &us = saved[2], &stds = saved[4], &cs = saved[5], &fd = saved[6],
-               &lv = saved[8];
-  const Tensor& gd = saved[7].numel() ? saved[7] : gs;
+  const Tensor &gs = saved[1], &us = saved[2], &stds = saved[4], &cs = saved[5], &lv = saved[7];
+  const Tensor& gd = saved[6].numel() ? saved[6] : gs;
+  const Tensor &xc1 = saved[8], &xc2 = saved[9], &xg1 = saved[13], &xg2 = saved[14];
   GruBuf bc(init[0], 0, 0, 0, 0, 0.0, true), bg(init[0], 0, 0, 0, 0, 0.0, true);
-  bc.zr = saved[9]; bc.n = saved[10]; bc.rh = saved[11]; bc.keep = saved[12];
-  bg.zr = saved[13]; bg.n = saved[14]; bg.rh = saved[15]; bg.keep = saved[16];
-  const Tensor &g0 = init[0], &f0 = init[1], &c0 = init[2];
+  bc.zr = saved[10]; bc.n = saved[11]; bc.keep = saved[12];
+  bg.zr = saved[15]; bg.n = saved[16]; bg.keep = saved[17];
+  const Tensor &g0 = init[0], &c0 = init[2];
   const int64_t S = gs.size(0), T = gs.size(1), B = gs.size(2), G = gs.size(3);
-  const int64_t C = cs.size(3), F = fd.size(3), U = us.size(3);
+  const int64_t C = cs.size(3), F = xc1.size(3) - C, U = us.size(3);
   auto o = gs.options();
+  bc.rh = at::empty({S, 0, B, C}, o);  // (unused: r c_{t-1} lives in xc2)
+  bg.rh = at::empty({S, 0, B, G}, o);
   Tensor d_czr = at::empty({S, T, B, 2 * C}, o), d_cn = at::empty({S, T, B, C}, o);
   Tensor d_gzr = at::empty({S, T, B, 2 * G}, o), d_gn = at::empty({S, T, B, G}, o);
   Tensor dmo = at::empty({S, T, B, 2 * U}, o), dF = at::empty({S, T, B, F}, o);
   Tensor dg0 = at::empty({S, B, G}, o), dc0 = at::empty({S, B, C}, o), df0 = at::empty({S, B, F}, o);
-  Tensor w_f_t = tr(w[10]), w_uzr_t = tr(w[6]), w_un_t = tr(w[7]), w_co_t = tr(w[4]);
-  Tensor wg_hzr_t = tr(w[8]), wg_hn_t = tr(w[9]), wc_hzr_t = tr(w[2]), wc_hn_t = tr(w[3]);
-  Tensor w_fzr_t = tr(w[0]), w_fn_t = tr(w[1]);
+  Tensor w_f_t = tr(w[10]), w_co_t = tr(w[4]);
+  Tensor W1c_t = tr(stacked(w[0], w[2])), W2c_t = tr(stacked(w[1], w[3]));
+  Tensor W1g_t = tr(stacked(w[6], w[8])), W2g_t = tr(stacked(w[7], w[9]));
   const bool sample = eps.has_value();
   AT_DISPATCH_FLOATING_TYPES(gs.scalar_type(), "decoder_bwd", [&] {
     using T_ = scalar_t;
@@ -410,25 +464,25 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
         if (gmask.has_value()) dg.addcmul_(dgin, R(gmask->select(1, t))); else dg.add_(dgin);
         Tensor gp = t > 0 ? R(gs.select(1, t - 1)) : R(g0).contiguous();
         Tensor dgzr_t = R(d_gzr.select(1, t)), dgn_t = R(d_gn.select(1, t));
-        gru_bwd_step<T_>(dg, rg, t, clip_g, gp, wg_hzr_t, wg_hn_t, dgzr_t, dgn_t);
-        Tensor du = at::baddbmm(R(dus.select(1, t)), dgzr_t, w_uzr_t);
-        du.baddbmm_(dgn_t, w_un_t);
+        Tensor du = gru_bwd_step<T_>(dg, rg, t, clip_g, gp, W1g_t, W2g_t, dgzr_t, dgn_t);
         Tensor dmo_t = R(dmo.select(1, t));
         {
-          auto DU = sl<T_>(du), DO = sl<T_>(dmo_t);
+          Tensor dus_t = R(dus.select(1, t)).contiguous();
+          auto DU = sl<T_>(du), DUS = sl<T_>(dus_t), DO = sl<T_>(dmo_t);
           Tensor dm_t = R(dmeans.select(1, t)).contiguous(), ds_t = R(dstds.select(1, t)).contiguous();
           Tensor sd_t = R(stds.select(1, t)), lv_t = R(lv.select(1, t));
           Tensor eps_t = sample ? R(eps->select(1, t)).contiguous() : Tensor();
           auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
           Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
           for_rows(S, nb, U, [&](int64_t s, int64_t b) {
-            const T_ *d = DU.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
+            const T_ *d0 = DU.row(s, b), *d1 = DUS.row(s, b), *dm = DM.row(s, b), *ds = DS.row(s, b);
             const T_ *sd = SD.row(s, b), *l = L.row(s, b);
             const T_* e = sample ? E.row(s, b) : nullptr;
             T_* out = DO.row(s, b);
             for (int64_t j = 0; j < U; ++j) {
-              T_ dstd = ds[j] + (sample ? d[j] * e[j] : T_(0));
-              out[j] = dm[j] + d[j];
+              T_ d = d0[j] + d1[j];
+              T_ dstd = ds[j] + (sample ? d * e[j] : T_(0));
+              out[j] = dm[j] + d;
               out[U + j] = dstd * std::exp(l[j]) / (T_(2) * sd[j]);
             }
           });
@@ -436,9 +490,7 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
         dc.baddbmm_(dmo_t, w_co_t);
         Tensor cp = t > 0 ? R(cs.select(1, t - 1)) : R(c0).contiguous();
         Tensor dczr_t = R(d_czr.select(1, t)), dcn_t = R(d_cn.select(1, t));
-        gru_bwd_step<T_>(dc, rc, t, clip_c, cp, wc_hzr_t, wc_hn_t, dczr_t, dcn_t);
-        Tensor dfd = at::bmm(dczr_t, w_fzr_t);
-        dfd.baddbmm_(dcn_t, w_fn_t);
+        Tensor dfd = gru_bwd_step<T_>(dc, rc, t, clip_c, cp, W1c_t, W2c_t, dczr_t, dcn_t);
         if (fmask.has_value()) at::mul_out(df, dfd, R(fmask->select(1, t))); else df.copy_(dfd);
       }
       R(dg0).copy_(dg);
@@ -446,12 +498,15 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
       R(df0).copy_(df);
     });
   });
-  auto dwg = recurrent_grads(g0, gs, bg, d_gzr, d_gn);
-  auto dwc = recurrent_grads(c0, cs, bc, d_czr, d_cn);
+  // Weight gradients: one product over all steps per stacked weight, split into its parts.
+  Tensor dW1c = sum_outer(xc1, d_czr), dW2c = sum_outer(xc2, d_cn);
+  Tensor dW1g = sum_outer(xg1, d_gzr), dW2g = sum_outer(xg2, d_gn);
   Tensor db_co = dmo.sum({1, 2}).unsqueeze(1);
   return {d_czr, d_cn, d_gzr, d_gn, dg0, df0, dc0,
-          sum_outer(fd, d_czr), sum_outer(fd, d_cn), dwc[0], dwc[1], sum_outer(cs, dmo), db_co,
-          sum_outer(us, d_gzr), sum_outer(us, d_gn), dwg[0], dwg[1], sum_outer(gd, dF)};
+          dW1c.narrow(1, 0, F), dW2c.narrow(1, 0, F), dW1c.narrow(1, F, C), dW2c.narrow(1, F, C),
+          sum_outer(cs, dmo), db_co,
+          dW1g.narrow(1, 0, U), dW2g.narrow(1, 0, U), dW1g.narrow(1, U, G), dW2g.narrow(1, U, G),
+          sum_outer(gd, dF)};
 }
 
 }  // namespace
