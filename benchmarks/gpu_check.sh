@@ -7,6 +7,8 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT" /tmp/site
 python3 -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site MPLBACKEND=Agg
+# The fused CPU kernels are not used on a GPU: do not spend device time compiling them.
+export LFADS_FUSED_CPU=0
 for p in . plugins/lfads_spikes lfads_calcium lfads_emg plugins/lfads_multisession; do
   python3 -m pip install --quiet --no-deps --no-build-isolation -e "$p" >/dev/null 2>&1 || echo "install of $p failed"
 done
