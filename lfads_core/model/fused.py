@@ -8,9 +8,10 @@ one matrix product over all steps.
 
 They are compiled on first use with torch's extension loader (a C++ compiler and ninja are
 needed; the result is cached in a folder per source version, by default under
-``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR`` moves it). Where they cannot be built, or with ``LFADS_FUSED_CPU=0``, or on a GPU, the model runs
-its autograd path (the same math; the tests compare both). Under ``torch.func.vmap`` (the
-stacked PBT engine) the vmapped dimension is folded into the kernels' leading stack dimension.
+``~/.cache/torch_extensions``, ``TORCH_EXTENSIONS_DIR`` moves it). Where they cannot be built,
+or with ``LFADS_FUSED_CPU=0``, or on a GPU, the model runs its autograd path (the same math;
+the tests compare both). Under ``torch.func.vmap`` (the stacked PBT engine) the vmapped
+dimension is folded into the kernels' leading stack dimension.
 """
 
 from __future__ import annotations
