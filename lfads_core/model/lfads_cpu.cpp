@@ -38,6 +38,9 @@ Sl<T> sl(const Tensor& t) {
   return {t.data_ptr<T>(), t.stride(0), t.stride(1)};
 }
 
+// x itself when its rows are contiguous, else a contiguous copy (e.g. an expanded gradient).
+Tensor rowwise(const Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
+
 // Row kernels: plain loops over one row of H elements with restrict pointers, so the compiler
 // vectorises them (it does not through a lambda). Rows are spread over torch's intra-op threads
 // (the extension is built with OpenMP and shares torch's runtime) once there is enough work.
@@ -167,8 +170,7 @@ void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& X1, const
     auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(X2);
     for_rows(S, B, H, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b) + in, H); });
   }
-  Tensor pn = at::baddbmm(x_n, X2, W2);
-  at::sigmoid_out(n, pn.mul_(2));  // completed to tanh in k_state
+  at::sigmoid_out(n, at::baddbmm(x_n, X2, W2, 2, 2));  // sigmoid(2 a): tanh a in k_state
   const double c = clip_at(t, clip);
   auto Z = sl<T>(zr), N = sl<T>(n), Hs = sl<T>(h), O = sl<T>(h_out);
   Sl<T> K = c > 0 ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
@@ -307,6 +309,25 @@ std::vector<Tensor> gru_seq_bwd(const Tensor& d_hs, const Tensor& hs, const Tens
 // stacked inputs xc1 = [fd | c_{t-1}], xc2 = [fd | r c_{t-1}] and zr, n, keep, the generator's
 // xg1 = [u | g_{t-1}], xg2 = [u | r g_{t-1}] and zr, n, keep.
 
+// df += dfs_t, kept in dF_t; dg += dgs_t + dgin (* mask).
+template <typename T>
+void k_df(T* __restrict__ df, const T* __restrict__ dfs, T* __restrict__ keep, int64_t F) {
+  for (int64_t j = 0; j < F; ++j) {
+    df[j] += dfs[j];
+    keep[j] = df[j];
+  }
+}
+
+template <typename T>
+void k_dg(T* __restrict__ dg, const T* __restrict__ dgs, const T* __restrict__ dgin,
+          const T* __restrict__ mask, int64_t G) {
+  if (mask != nullptr) {
+    for (int64_t j = 0; j < G; ++j) dg[j] += dgs[j] + dgin[j] * mask[j];
+  } else {
+    for (int64_t j = 0; j < G; ++j) dg[j] += dgs[j] + dgin[j];
+  }
+}
+
 // [in | h] and [in | .] from the input row and the state row.
 template <typename T>
 void k_inputs(const T* __restrict__ x, const T* __restrict__ mask, const T* __restrict__ h,
@@ -357,7 +378,7 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
         // controller: inputs [f_{t-1} * mask | c_{t-1}]
         Tensor X1 = R(xc1.select(1, st)), X2 = R(xc2.select(1, st));
         {
-          Tensor m_t = fmask.has_value() ? R(fmask->select(1, t)).contiguous() : Tensor();
+          Tensor m_t = fmask.has_value() ? rowwise(R(fmask->select(1, t))) : Tensor();
           auto Fs = sl<T_>(f), Cs = sl<T_>(c), A = sl<T_>(X1), Bq = sl<T_>(X2);
           Sl<T_> M = fmask.has_value() ? sl<T_>(m_t) : Sl<T_>{nullptr, 0, 0};
           for_rows(S, nb, F + C, [&](int64_t s, int64_t b) {
@@ -374,7 +395,7 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
         Tensor lv_t = R(lv.select(1, st));
         {
           auto M = sl<T_>(mo), Me = sl<T_>(mean_t), Sd = sl<T_>(std_t), Us = sl<T_>(u_t), L = sl<T_>(lv_t);
-          Tensor eps_t = sample ? R(eps->select(1, t)).contiguous() : Tensor();
+          Tensor eps_t = sample ? rowwise(R(eps->select(1, t))) : Tensor();
           Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
           for_rows(S, nb, U, [&](int64_t s, int64_t b) {
             const T_* m = M.row(s, b);
@@ -457,21 +478,34 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
       GruBuf rc = bc.rows(b0, nb), rg = bg.rows(b0, nb);
       Tensor dg = at::zeros({S, nb, G}, o), dc = at::zeros({S, nb, C}, o), df = at::zeros({S, nb, F}, o);
       for (int64_t t = T - 1; t >= 0; --t) {
-        df.add_(R(dfs.select(1, t)));
-        R(dF.select(1, t)).copy_(df);
+        {
+          Tensor dfs_t = rowwise(R(dfs.select(1, t)));
+          auto DF = sl<T_>(df), DFS = sl<T_>(dfs_t), KEEP = sl<T_>(R(dF.select(1, t)));
+          for_rows(S, nb, F, [&](int64_t s, int64_t b) {
+            k_df(DF.row(s, b), DFS.row(s, b), KEEP.row(s, b), F);
+          });
+        }
         Tensor dgin = at::bmm(df, w_f_t);
-        dg.add_(R(dgs.select(1, t)));
-        if (gmask.has_value()) dg.addcmul_(dgin, R(gmask->select(1, t))); else dg.add_(dgin);
+        {
+          Tensor dgs_t = rowwise(R(dgs.select(1, t)));
+          Tensor m_t = gmask.has_value() ? rowwise(R(gmask->select(1, t))) : Tensor();
+          auto DG = sl<T_>(dg), DGS = sl<T_>(dgs_t), DGIN = sl<T_>(dgin);
+          Sl<T_> M = gmask.has_value() ? sl<T_>(m_t) : Sl<T_>{nullptr, 0, 0};
+          for_rows(S, nb, G, [&](int64_t s, int64_t b) {
+            k_dg(DG.row(s, b), DGS.row(s, b), DGIN.row(s, b),
+                 gmask.has_value() ? M.row(s, b) : static_cast<const T_*>(nullptr), G);
+          });
+        }
         Tensor gp = t > 0 ? R(gs.select(1, t - 1)) : R(g0).contiguous();
         Tensor dgzr_t = R(d_gzr.select(1, t)), dgn_t = R(d_gn.select(1, t));
         Tensor du = gru_bwd_step<T_>(dg, rg, t, clip_g, gp, W1g_t, W2g_t, dgzr_t, dgn_t);
         Tensor dmo_t = R(dmo.select(1, t));
         {
-          Tensor dus_t = R(dus.select(1, t)).contiguous();
+          Tensor dus_t = rowwise(R(dus.select(1, t)));
           auto DU = sl<T_>(du), DUS = sl<T_>(dus_t), DO = sl<T_>(dmo_t);
-          Tensor dm_t = R(dmeans.select(1, t)).contiguous(), ds_t = R(dstds.select(1, t)).contiguous();
+          Tensor dm_t = rowwise(R(dmeans.select(1, t))), ds_t = rowwise(R(dstds.select(1, t)));
           Tensor sd_t = R(stds.select(1, t)), lv_t = R(lv.select(1, t));
-          Tensor eps_t = sample ? R(eps->select(1, t)).contiguous() : Tensor();
+          Tensor eps_t = sample ? rowwise(R(eps->select(1, t))) : Tensor();
           auto DM = sl<T_>(dm_t), DS = sl<T_>(ds_t), SD = sl<T_>(sd_t), L = sl<T_>(lv_t);
           Sl<T_> E = sample ? sl<T_>(eps_t) : Sl<T_>{nullptr, 0, 0};
           for_rows(S, nb, U, [&](int64_t s, int64_t b) {
