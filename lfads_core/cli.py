@@ -309,7 +309,9 @@ def _device_line(spec) -> str:
 
     device = resolve_device(spec.train.device)
     if device.type != "cuda":
-        return f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device})"
+        from .model import fused
+        return (f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device}); "
+                f"fused CPU kernels: {fused.status()}")
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
     return f"{describe(device)}; CUDA graphs {graphs} (train.device: {spec.train.device})"
 

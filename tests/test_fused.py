@@ -253,3 +253,18 @@ def test_batch_shares_over_threads_give_the_same_results(two_threads, autograd_p
         want = run()
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_status_says_what_a_run_will_use(monkeypatch, tmp_path):
+    saved = dict(fused._state)
+    try:
+        monkeypatch.setenv("LFADS_FUSED_CPU", "0")
+        assert fused.status() == "off (LFADS_FUSED_CPU=0)"
+        monkeypatch.delenv("LFADS_FUSED_CPU")
+        assert fused.status() == "on"  # loaded in this process
+        fused._state["loaded"] = None
+        monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+        assert fused.status().startswith("compiled on first use")
+        assert not any(tmp_path.iterdir())  # asking builds nothing
+    finally:
+        fused._state.update(saved)

@@ -70,7 +70,7 @@ def _reason(err: Exception) -> str:
                 lines[0] if len(lines) == 1 else lines[-1])
 
 
-def build_dir() -> Path:
+def build_dir(create: bool = True) -> Path:
     """Where the kernels are built: a folder per source version, compiler flags, torch and
     Python, so that two checkouts (or versions) never rebuild each other's library."""
     key = hashlib.sha1()
@@ -79,8 +79,20 @@ def build_dir() -> Path:
         key.update(part)
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     path = Path(root) / f"lfads_cpu_{key.hexdigest()[:16]}"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def status() -> str:
+    """One phrase for ``lfads-run validate``, without building anything."""
+    if os.environ.get("LFADS_FUSED_CPU", "1") == "0":
+        return "off (LFADS_FUSED_CPU=0)"
+    if _state["loaded"] is not None:
+        return "on" if _state["loaded"] else "unavailable (the autograd path runs)"
+    if (build_dir(create=False) / "lfads_cpu.so").exists():
+        return "built"
+    return "compiled on first use (needs a C++ compiler and ninja)"
 
 
 def _clear_stale_lock(where: Path, max_age_s: float = 600.0) -> None:
