@@ -72,12 +72,12 @@ def test_gru_sequence_float32_matches_float64():
     torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5)
 
 
-def generator_case(config, ext_dim, sample, dropout, train, seed=0):
+def generator_case(config, ext_dim, sample, dropout, train, seed=0, steps=9):
     """Outputs and parameter gradients of a generator for a weighted sum of all its outputs."""
     torch.manual_seed(seed)
     gen = GRUGenerator(config, ic_dim=7, ci_dim=10, ext_dim=ext_dim).double().train(train)
     g = torch.Generator().manual_seed(seed + 1)
-    bsz, steps = 5, 9
+    bsz = 5
     ic = torch.randn(bsz, 7, generator=g, dtype=torch.float64) * 2
     ci = torch.randn(bsz, steps, 10, generator=g, dtype=torch.float64)
     ext = torch.randn(bsz, steps, ext_dim, generator=g, dtype=torch.float64) if ext_dim else None
@@ -90,20 +90,24 @@ def generator_case(config, ext_dim, sample, dropout, train, seed=0):
     return outs, grads
 
 
-@pytest.mark.parametrize("config,ext_dim,sample,dropout,train", [
-    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.1, True),  # controller, sampling, dropout
-    (GRUGeneratorConfig(12, 8, 3, 6), 2, True, 0.3, True),  # external inputs
-    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, True),  # posterior means
-    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.0, True),  # no dropout masks
-    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, False),  # evaluation
-    (GRUGeneratorConfig(12, 8, 3, 6, cell_clip=0.5), 0, True, 0.1, True),  # clip binds every step
-    (GRUGeneratorConfig(12, 0, 0, 6), 0, False, 0.2, True),  # autonomous
-    (GRUGeneratorConfig(12, 0, 0, 6), 3, False, 0.0, True),  # autonomous with external inputs
+@pytest.mark.parametrize("config,ext_dim,sample,dropout,train,steps", [
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.1, True, 9),  # controller, sampling, dropout
+    (GRUGeneratorConfig(12, 8, 3, 6), 2, True, 0.3, True, 9),  # external inputs
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, True, 9),  # posterior means
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.0, True, 9),  # no dropout masks
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, False, 0.1, False, 9),  # evaluation
+    (GRUGeneratorConfig(12, 8, 3, 6, cell_clip=0.5), 0, True, 0.1, True, 9),  # clip binds every step
+    (GRUGeneratorConfig(12, 0, 0, 6), 0, False, 0.2, True, 9),  # autonomous
+    (GRUGeneratorConfig(12, 0, 0, 6), 3, False, 0.0, True, 9),  # autonomous with external inputs
+    (GRUGeneratorConfig(12, 8, 3, 6, cell_clip=0.0), 0, True, 0.1, True, 9),  # no clip
+    (GRUGeneratorConfig(12, 8, 3, 6), 0, True, 0.1, True, 1),  # one bin
+    (GRUGeneratorConfig(12, 0, 0, 6), 0, False, 0.1, True, 1),  # one bin, autonomous
 ])
-def test_generator_fused_equals_autograd(config, ext_dim, sample, dropout, train, autograd_path):
-    got_out, got_grads = generator_case(config, ext_dim, sample, dropout, train)
+def test_generator_fused_equals_autograd(config, ext_dim, sample, dropout, train, steps,
+                                         autograd_path):
+    got_out, got_grads = generator_case(config, ext_dim, sample, dropout, train, steps=steps)
     with autograd_path:
-        want_out, want_grads = generator_case(config, ext_dim, sample, dropout, train)
+        want_out, want_grads = generator_case(config, ext_dim, sample, dropout, train, steps=steps)
     for got, want in zip(got_out, want_out):
         assert (got is None) == (want is None)
         if got is not None:
