@@ -272,3 +272,29 @@ def test_status_says_what_a_run_will_use(monkeypatch, tmp_path):
         assert not any(tmp_path.iterdir())  # asking builds nothing
     finally:
         fused._state.update(saved)
+
+
+def test_built_without_openmp_where_the_compiler_has_none(monkeypatch, tmp_path):
+    """A compiler without OpenMP (Apple's clang): the second build, without it, is used, with no
+    warning."""
+    import torch.utils.cpp_extension as ext
+
+    calls = []
+
+    def fake(**kwargs):
+        calls.append(kwargs["extra_cflags"])
+        if "-fopenmp" in kwargs["extra_cflags"]:
+            raise RuntimeError("Error building extension 'lfads_cpu'\nclang: error: unsupported option '-fopenmp'")
+
+    saved = dict(fused._state)
+    monkeypatch.setattr(ext, "load", fake)
+    monkeypatch.setattr(fused, "_register_vmap", lambda: None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    try:
+        fused._state["loaded"] = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fused.load() is True
+        assert calls == [["-O3", "-fopenmp"], ["-O3"]]
+    finally:
+        fused._state.update(saved)

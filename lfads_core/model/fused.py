@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("lfads_cpu.cpp")
-# OpenMP: the kernels' rows go to torch's intra-op threads (the extension links the libgomp.so.1
-# torch has loaded, so torch.set_num_threads governs both).
-_CFLAGS, _LDFLAGS = ["-O3", "-fopenmp"], ["-fopenmp"]
+# OpenMP: the batch shares go to torch's intra-op threads (the extension links the libgomp.so.1
+# torch has loaded, so torch.set_num_threads governs both). Where the compiler has no OpenMP
+# (Apple's clang) the kernels are built without it and run each sequence on one thread.
+_BUILDS = ((["-O3", "-fopenmp"], ["-fopenmp"]), (["-O3"], []))
 _state: dict = {"loaded": None, "enabled": True}
 
 
@@ -41,24 +42,31 @@ def load() -> bool:
     if _state["loaded"] is None:
         _state["loaded"] = False
         if os.environ.get("LFADS_FUSED_CPU", "1") != "0":
-            try:
-                from torch.utils.cpp_extension import load as build
-
-                where = build_dir()
-                _clear_stale_lock(where)
-                if not (where / "lfads_cpu.so").exists():
-                    print("lfads: compiling the fused CPU kernels (once per version, ~15 s)",
-                          file=sys.stderr, flush=True)
-                build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False,
-                      extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, build_directory=str(where),
-                      verbose=False)
-                _register_vmap()
-                _state["loaded"] = True
-            except Exception as err:  # no compiler, no headers, ...: the autograd path
-                reason = _reason(err)
+            reason = ""
+            for cflags, ldflags in _BUILDS:
+                try:
+                    _build(cflags, ldflags)
+                    _register_vmap()
+                    _state["loaded"] = True
+                    break
+                except Exception as err:  # no compiler, no headers, no OpenMP, ...
+                    reason = _reason(err)
+            else:
                 warnings.warn(f"lfads: the fused CPU kernels could not be built ({reason[:200]}); "
                               f"using the slower autograd path", RuntimeWarning, stacklevel=3)
     return _state["loaded"]
+
+
+def _build(cflags: list[str], ldflags: list[str]) -> None:
+    from torch.utils.cpp_extension import load as build
+
+    where = build_dir(flags=(cflags, ldflags))
+    _clear_stale_lock(where)
+    if not (where / "lfads_cpu.so").exists():
+        print("lfads: compiling the fused CPU kernels (once per version, ~15 s)",
+              file=sys.stderr, flush=True)
+    build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False, extra_cflags=cflags,
+          extra_ldflags=ldflags, build_directory=str(where), verbose=False)
 
 
 def _reason(err: Exception) -> str:
@@ -70,11 +78,11 @@ def _reason(err: Exception) -> str:
                 lines[0] if len(lines) == 1 else lines[-1])
 
 
-def build_dir(create: bool = True) -> Path:
+def build_dir(create: bool = True, flags=_BUILDS[0]) -> Path:
     """Where the kernels are built: a folder per source version, compiler flags, torch and
     Python, so that two checkouts (or versions) never rebuild each other's library."""
     key = hashlib.sha1()
-    for part in (_SOURCE.read_bytes(), repr((_CFLAGS, _LDFLAGS)).encode(), torch.__version__.encode(),
+    for part in (_SOURCE.read_bytes(), repr(tuple(flags)).encode(), torch.__version__.encode(),
                  sys.version.encode()):
         key.update(part)
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
@@ -90,7 +98,7 @@ def status() -> str:
         return "off (LFADS_FUSED_CPU=0)"
     if _state["loaded"] is not None:
         return "on" if _state["loaded"] else "unavailable (the autograd path runs)"
-    if (build_dir(create=False) / "lfads_cpu.so").exists():
+    if any((build_dir(create=False, flags=f) / "lfads_cpu.so").exists() for f in _BUILDS):
         return "built"
     return "compiled on first use (needs a C++ compiler and ninja)"
 
