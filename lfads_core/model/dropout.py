@@ -9,6 +9,7 @@ multiple of 2^-16. Elsewhere (a GPU's generator is fast) they compare ``torch.ra
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -27,9 +28,18 @@ def keep_mask(shape: tuple[int, ...], p: float | Tensor, like: Tensor) -> Tensor
     return keep.to(like.dtype) / (1.0 - p)
 
 
+def dropout_masks(shape: tuple[int, ...], p: float | Tensor, like: Tensor, active: bool
+                  ) -> Optional[Tensor]:
+    """Scaled dropout masks (:func:`keep_mask`) for a whole sequence at once, or None when off
+    (not ``active``, or a float ``p`` of 0). A 0-d tensor ``p`` (a graph-captured step) always
+    draws masks."""
+    if not active or (not isinstance(p, Tensor) and p <= 0.0):
+        return None
+    return keep_mask(tuple(shape), p, like)
+
+
 def dropout(x: Tensor, p: float | Tensor, training: bool) -> Tensor:
     """``F.dropout(x, p, training)``, with ``p`` a float or a 0-d tensor: each element kept with
     probability 1 − p and scaled by 1/(1 − p)."""
-    if not training or (not isinstance(p, Tensor) and p <= 0.0):
-        return x
-    return x * keep_mask(tuple(x.shape), p, x)
+    mask = dropout_masks(tuple(x.shape), p, x, training)
+    return x if mask is None else x * mask

@@ -13,7 +13,7 @@ from ..components import Generator
 from ..protocols import GeneratorOutput
 from ..spec.validators import ge
 from . import fused
-from .dropout import keep_mask
+from .dropout import dropout_masks
 from .gru import GRUCell
 
 
@@ -30,15 +30,6 @@ class GRUGeneratorConfig:
 def _normal_(w: Tensor, fan_in: int) -> None:
     with torch.no_grad():
         w.normal_(0.0, 1.0 / math.sqrt(max(fan_in, 1)))
-
-
-def dropout_masks(shape: tuple[int, ...], p: float | Tensor, like: Tensor, active: bool
-                  ) -> Optional[Tensor]:
-    """Scaled dropout masks (1/(1-p) or 0) for a whole sequence at once, or None when off. ``p``
-    may be a 0-d tensor (a graph-captured step): then masks are always drawn."""
-    if not active or (not isinstance(p, Tensor) and p <= 0.0):
-        return None
-    return keep_mask(tuple(shape), p, like)
 
 
 def _drop(x: Tensor, mask: Optional[Tensor]) -> Tensor:
