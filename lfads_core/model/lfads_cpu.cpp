@@ -15,15 +15,135 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 #include <cmath>
 #include <vector>
 
 using at::Tensor;
 
+// The BLAS torch links (see gemm below); weak: absent symbols read as null.
+#if defined(__linux__) && !defined(LFADS_NO_DIRECT_BLAS)
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+#endif
+
 namespace {
+
+// ------------------------------------------------------------------------------------------
+// Matrix products: C[s] = beta C[s] + alpha A[s] B[s] for each stack s, straight into the BLAS
+// torch is linked with (its LP64 sgemm_/dgemm_, as ATen declares them) where the symbols are
+// there; else through ATen. A step's products are small: ATen's per-call work (dispatch,
+// checks, a new output, views per stack) costs about as much as the arithmetic there.
+// ------------------------------------------------------------------------------------------
+#if defined(__linux__) && !defined(LFADS_NO_DIRECT_BLAS)
+template <typename T> struct Blas {
+  static bool ok() { return false; }
+  static void gemm(const char*, const char*, const int*, const int*, const int*, const T*,
+                   const T*, const int*, const T*, const int*, const T*, T*, const int*) {}
+};
+template <> struct Blas<float> {
+  static bool ok() { return sgemm_ != nullptr; }
+  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                   const float* al, const float* a, const int* lda, const float* b,
+                   const int* ldb, const float* be, float* c, const int* ldc) {
+    sgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
+  }
+};
+template <> struct Blas<double> {
+  static bool ok() { return dgemm_ != nullptr; }
+  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                   const double* al, const double* a, const int* lda, const double* b,
+                   const int* ldb, const double* be, double* c, const int* ldc) {
+    dgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
+  }
+};
+constexpr bool kDirectBlas = true;
+#else
+template <typename T> struct Blas {
+  static bool ok() { return false; }
+  static void gemm(const char*, const char*, const int*, const int*, const int*, const T*,
+                   const T*, const int*, const T*, const int*, const T*, T*, const int*) {}
+};
+constexpr bool kDirectBlas = false;
+#endif
+
+// The BLAS view of a row-major matrix with strides (r, c): untransposed in column-major terms
+// when c == 1 (leading dimension r), transposed when r == 1 (leading dimension c).
+struct BlasOp {
+  char op;
+  int64_t ld;
+  bool ok;
+};
+inline BlasOp blas_op(int64_t r, int64_t c, int64_t rows, int64_t cols) {
+  if (c == 1 && (rows <= 1 || r >= std::max<int64_t>(1, cols))) return {'N', std::max<int64_t>({r, cols, 1}), true};
+  if (r == 1 && (cols <= 1 || c >= std::max<int64_t>(1, rows))) return {'T', std::max<int64_t>({c, rows, 1}), true};
+  return {'N', 0, false};
+}
+
+template <typename T>
+void gemm(const Tensor& C, const Tensor& A, const Tensor& B, double beta = 0.0, double alpha = 1.0) {
+  const int64_t S = C.size(0), m = C.size(1), n = C.size(2), k = A.size(2);
+  if (m == 0 || n == 0) return;
+#if defined(CPUBLAS_BRGEMM_F32F32F32) && !defined(LFADS_NO_BRGEMM)
+  // float, C (+)= A B with row-major operands: oneDNN's batch-reduce GEMM (through ATen), a
+  // kernel generated for the shape that reads the operands in place (MKL's sgemm copies them
+  // into packed panels on every call, a third of its time for these sizes).
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t la = A.stride(1), lb = B.stride(1), lc = C.stride(1);
+    if (alpha == 1.0 && (beta == 0.0 || beta == 1.0) && k > 0 && A.stride(2) == 1 &&
+        B.stride(2) == 1 && C.stride(2) == 1 && (m == 1 || la >= k) && (k == 1 || lb >= n) &&
+        (m == 1 || lc >= n)) {
+      const float *pa = A.data_ptr<float>(), *pb = B.data_ptr<float>();
+      float* pc = C.data_ptr<float>();
+      for (int64_t s = 0; s < S; ++s)
+        at::native::cpublas::brgemm(m, n, k, std::max(la, k), std::max(lb, n), std::max(lc, n),
+                                    beta == 1.0, pa + s * A.stride(0), pb + s * B.stride(0),
+                                    pc + s * C.stride(0));
+      return;
+    }
+  }
+#endif
+  if constexpr (kDirectBlas) {
+    const int64_t lim = std::numeric_limits<int>::max();
+    BlasOp oa = blas_op(A.stride(1), A.stride(2), m, k), ob = blas_op(B.stride(1), B.stride(2), k, n);
+    BlasOp oc = blas_op(C.stride(1), C.stride(2), m, n);
+    if (Blas<T>::ok() && oa.ok && ob.ok && oc.ok && oc.op == 'N' && m < lim && n < lim &&
+        k < lim && oa.ld < lim && ob.ld < lim && oc.ld < lim) {
+      // Row-major C = A B is column-major C^T = B^T A^T.
+      const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
+      const int la = static_cast<int>(ob.ld), lb = static_cast<int>(oa.ld), lc = static_cast<int>(oc.ld);
+      const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+      const T *pa = A.data_ptr<T>(), *pb = B.data_ptr<T>();
+      T* pc = C.data_ptr<T>();
+      for (int64_t s = 0; s < S; ++s) {
+        if (k == 0) {  // some BLAS leave C alone for k = 0
+          Tensor cs = C.select(0, s);
+          if (beta == 0.0) cs.zero_(); else cs.mul_(beta);
+          continue;
+        }
+        Blas<T>::gemm(&ob.op, &oa.op, &im, &in, &ik, &al, pb + s * B.stride(0), &la,
+                      pa + s * A.stride(0), &lb, &be, pc + s * C.stride(0), &lc);
+      }
+      return;
+    }
+  }
+  if (beta == 0.0) {
+    at::bmm_out(const_cast<Tensor&>(C), A, B);
+    if (alpha != 1.0) C.mul_(alpha);
+  }
+  else const_cast<Tensor&>(C).baddbmm_(A, B, beta, alpha);
+}
 
 // A per-step slice [S, B, X] with contiguous rows (strides ss between stacks, rs between rows).
 template <typename T>
@@ -42,6 +162,28 @@ Sl<T> sl(const Tensor& t) {
 
 // x itself when its rows are contiguous, else a contiguous copy (e.g. an expanded gradient).
 Tensor rowwise(const Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
+
+// dst = scale * src for [S, B, X] with contiguous rows in dst (src: any strides).
+template <typename T>
+void copy_rows(const Tensor& dst, const Tensor& src, T scale = T(1)) {
+  if (src.stride(2) != 1) {
+    const_cast<Tensor&>(dst).copy_(src);
+    if (scale != T(1)) const_cast<Tensor&>(dst).mul_(scale);
+    return;
+  }
+  const int64_t S = dst.size(0), B = dst.size(1), X = dst.size(2);
+  auto D = sl<T>(dst), Sr = sl<T>(src);
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t b = 0; b < B; ++b) {
+      if (scale == T(1)) {
+        std::copy_n(Sr.row(s, b), X, D.row(s, b));
+      } else {
+        const T* __restrict__ a = Sr.row(s, b);
+        T* __restrict__ o = D.row(s, b);
+        for (int64_t j = 0; j < X; ++j) o[j] = scale * a[j];
+      }
+    }
+}
 
 // Row kernels: plain loops over one row of H elements with restrict pointers, so the compiler
 // vectorises them (it does not through a lambda). Rows are spread over torch's intra-op threads
@@ -158,21 +300,25 @@ struct GruBuf {
 
 // One forward step. x_zr/x_n: the projected inputs at t (any strides). X1 [S, B, in + H] holds
 // [input | h] (in = 0: h alone), X2 [S, B, in + H] the same input (set by the caller) and
-// receives r * h in its last H columns; W1 [S, in + H, 2H] and W2 [S, in + H, H] are the input
-// and recurrent weights stacked, so each gate is one matrix product. Writes the gates, the
+// receives r * h in its last H columns; W1 [S, in + H, 2H] and W2x2 [S, in + H, H] (doubled)
+// are the input and recurrent weights stacked, so each gate is one matrix product. Writes the gates, the
 // candidate, the clamp mask and the new state into h_out.
 template <typename T>
 void gru_fwd_step(const Tensor& x_zr, const Tensor& x_n, const Tensor& X1, const Tensor& X2,
-                  const Tensor& W1, const Tensor& W2, const Tensor& h, double clip,
+                  const Tensor& W1, const Tensor& W2x2, const Tensor& h, double clip,
                   const GruBuf& buf, int64_t t, const Tensor& h_out) {
   const int64_t S = h.size(0), B = h.size(1), H = h.size(2), in = X2.size(2) - H;
   Tensor zr = buf.zr_t(t), n = buf.n_t(t);
-  at::sigmoid_out(zr, at::baddbmm(x_zr, X1, W1));
+  copy_rows<T>(zr, x_zr);
+  gemm<T>(zr, X1, W1, 1.0);
+  zr.sigmoid_();
   {
     auto Z = sl<T>(zr), Hs = sl<T>(h), R = sl<T>(X2);
     for_rows(S, B, H, [&](int64_t s, int64_t b) { k_mul(Z.row(s, b) + H, Hs.row(s, b), R.row(s, b) + in, H); });
   }
-  at::sigmoid_out(n, at::baddbmm(x_n, X2, W2, 2, 2));  // sigmoid(2 a): tanh a in k_state
+  copy_rows<T>(n, x_n, T(2));
+  gemm<T>(n, X2, W2x2, 1.0);  // 2 a (W2x2 = 2 W2: doubling is exact)
+  n.sigmoid_();                  // sigmoid(2 a): tanh a in k_state
   const double c = clip_at(t, clip);
   auto Z = sl<T>(zr), N = sl<T>(n), Hs = sl<T>(h), O = sl<T>(h_out);
   Sl<T> K = c > 0 ? sl<T>(buf.keep_t(t, clip)) : Sl<T>{nullptr, 0, 0};
@@ -193,11 +339,12 @@ void k_split(T* __restrict__ g, T* __restrict__ d1, const T* __restrict__ d2, in
 
 // One backward step. dh [S, B, H] (contiguous) holds dL/dh_t on entry and dL/dh_{t-1} on exit;
 // hp is h_{t-1}; writes dL/dx_zr and dL/dx_n of step t into dxzr / dxn. W1t, W2t are the
-// transposed stacked weights of gru_fwd_step; returns dL/d input [S, B, in] (undefined when
-// in = 0).
+// transposed stacked weights of gru_fwd_step; D1, D2 [S, B, in + H] are scratch. Returns dL/d
+// input [S, B, in], a view of D1 (undefined when in = 0).
 template <typename T>
 Tensor gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip, const Tensor& hp,
-                    const Tensor& W1t, const Tensor& W2t, const Tensor& dxzr, const Tensor& dxn) {
+                    const Tensor& W1t, const Tensor& W2t, const Tensor& dxzr, const Tensor& dxn,
+                    const Tensor& D1, const Tensor& D2) {
   const int64_t S = dh.size(0), B = dh.size(1), H = dh.size(2), in = W2t.size(2) - H;
   const double c = clip_at(t, clip);
   auto G = sl<T>(dh), Z = sl<T>(buf.zr_t(t)), N = sl<T>(buf.n_t(t)), P = sl<T>(hp);
@@ -208,16 +355,16 @@ Tensor gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip,
     k_back_a(G.row(s, b), masked ? K.row(s, b) : nullptr, Z.row(s, b), N.row(s, b), P.row(s, b),
              DZ.row(s, b), DN.row(s, b), H);
   });
-  Tensor D2 = at::bmm(dxn, W2t);  // [d input | d (r h)]
+  gemm<T>(D2, dxn, W2t);  // [d input | d (r h)]
   auto D = sl<T>(D2);
   for_rows(S, B, H, [&](int64_t s, int64_t b) {
     k_back_b(G.row(s, b), Z.row(s, b) + H, P.row(s, b), D.row(s, b) + in, DZ.row(s, b) + H, H);
   });
   if (in == 0) {
-    dh.baddbmm_(dxzr, W1t);
+    gemm<T>(dh, dxzr, W1t, 1.0);
     return Tensor();
   }
-  Tensor D1 = at::bmm(dxzr, W1t);  // [d input | d h]
+  gemm<T>(D1, dxzr, W1t);  // [d input | d h]
   auto D1s = sl<T>(D1);
   for_rows(S, B, in + H, [&](int64_t s, int64_t b) {
     k_split(G.row(s, b), D1s.row(s, b), D.row(s, b), in, H);
@@ -229,17 +376,21 @@ Tensor gru_bwd_step(const Tensor& dh, const GruBuf& buf, int64_t t, double clip,
 Tensor tr(const Tensor& w) { return w.transpose(1, 2).contiguous(); }
 
 // Sum over steps and rows of outer products a^T b for [S, T', B, I] and [S, T', B, O].
-Tensor sum_outer(const Tensor& a, const Tensor& b) {
+Tensor sum_outer(const Tensor& a, const Tensor& b, const Tensor& into = Tensor()) {
   const int64_t S = a.size(0);
-  return at::bmm(a.reshape({S, -1, a.size(-1)}).transpose(1, 2), b.reshape({S, -1, b.size(-1)}));
+  Tensor a2 = a.reshape({S, -1, a.size(-1)}).transpose(1, 2), b2 = b.reshape({S, -1, b.size(-1)});
+  const bool add = into.defined();
+  Tensor out = add ? into : at::empty({S, a.size(-1), b.size(-1)}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sum_outer", [&] { gemm<scalar_t>(out, a2, b2, add ? 1.0 : 0.0); });
+  return out;
 }
 
 // Gradient of the recurrent weights given all step input gradients (h_prev = [h0, hs[:-1]]).
 std::vector<Tensor> recurrent_grads(const Tensor& h0, const Tensor& hs, const GruBuf& buf,
                                     const Tensor& dxzr, const Tensor& dxn) {
   const int64_t T = hs.size(1);
-  Tensor dw_hzr = at::bmm(h0.transpose(1, 2), dxzr.select(1, 0));
-  if (T > 1) dw_hzr.add_(sum_outer(hs.narrow(1, 0, T - 1), dxzr.narrow(1, 1, T - 1)));
+  Tensor dw_hzr = sum_outer(h0.unsqueeze(1), dxzr.narrow(1, 0, 1));
+  if (T > 1) sum_outer(hs.narrow(1, 0, T - 1), dxzr.narrow(1, 1, T - 1), dw_hzr);
   return {dw_hzr, sum_outer(buf.rh, dxn)};
 }
 
@@ -253,6 +404,7 @@ std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Ten
   const int64_t S = x_zr.size(0), T = x_zr.size(1), B = x_zr.size(2), H = h0.size(2);
   Tensor hs = at::empty({S, T, B, H}, h0.options());
   GruBuf buf(h0, S, T, B, H, clip, save);
+  const Tensor w_hn2 = (w_hn * 2).contiguous();
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "gru_seq_fwd", [&] {
     chunked(B, [&](int64_t b0, int64_t nb) {
       auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
@@ -261,7 +413,7 @@ std::vector<Tensor> gru_seq_fwd(const Tensor& x_zr, const Tensor& x_n, const Ten
       for (int64_t t = 0; t < T; ++t) {
         Tensor out = R(hs.select(1, t));
         gru_fwd_step<scalar_t>(R(x_zr.select(1, t)), R(x_n.select(1, t)), h, bb.rh_t(t), w_hzr,
-                               w_hn, h, clip, bb, t, out);
+                               w_hn2, h, clip, bb, t, out);
         h = out;
       }
     });
@@ -286,11 +438,12 @@ std::vector<Tensor> gru_seq_bwd(const Tensor& d_hs, const Tensor& hs, const Tens
       auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
       GruBuf bb = buf.rows(b0, nb);
       Tensor dh = at::zeros({S, nb, H}, hs.options());
+      Tensor D1 = at::empty({S, nb, H}, hs.options()), D2 = at::empty({S, nb, H}, hs.options());
       for (int64_t t = T - 1; t >= 0; --t) {
         dh.add_(R(d_hs.select(1, t)));
         Tensor hp = t > 0 ? R(hs.select(1, t - 1)) : R(h0).contiguous();
         gru_bwd_step<scalar_t>(dh, bb, t, clip, hp, w_hzr_t, w_hn_t, R(dxzr.select(1, t)),
-                               R(dxn.select(1, t)));
+                               R(dxn.select(1, t)), D1, D2);
       }
       R(dh0).copy_(dh);
     });
@@ -353,8 +506,8 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
   at::NoGradGuard no_grad;  // gradients come from the backward ops (fused.py)
   const Tensor &c_zr = seq[0], &c_n = seq[1], &g_zr = seq[2], &g_n = seq[3];
   const Tensor &w_co = w[4], &b_co = w[5], &w_f = w[10];
-  const Tensor W1c = stacked(w[0], w[2]), W2c = stacked(w[1], w[3]);
-  const Tensor W1g = stacked(w[6], w[8]), W2g = stacked(w[7], w[9]);
+  const Tensor W1c = stacked(w[0], w[2]), W2c = stacked(w[1], w[3]) * 2;  // doubled: 2 a
+  const Tensor W1g = stacked(w[6], w[8]), W2g = stacked(w[7], w[9]) * 2;
   const int64_t S = c_zr.size(0), T = c_zr.size(1), B = c_zr.size(2);
   const int64_t C = init[2].size(2), G = init[0].size(2), F = init[1].size(2), U = w_co.size(2) / 2;
   auto o = init[0].options();
@@ -375,6 +528,7 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
       auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
       GruBuf rc = bc.rows(b0, nb), rg = bg.rows(b0, nb);
       Tensor f = R(init[1]).contiguous(), g = R(init[0]).contiguous(), c = R(init[2]).contiguous();
+      Tensor mo = at::empty({S, nb, 2 * U}, o);
       for (int64_t t = 0; t < T; ++t) {
         const int64_t st = save ? t : 0;
         // controller: inputs [f_{t-1} * mask | c_{t-1}]
@@ -392,7 +546,8 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
         gru_fwd_step<T_>(R(c_zr.select(1, t)), R(c_n.select(1, t)), X1, X2, W1c, W2c, c, clip_c,
                          rc, t, c_out);
         c = c_out;
-        Tensor mo = at::baddbmm(b_co, c, w_co);  // [S, nb, 2U]
+        copy_rows<T_>(mo, b_co.expand({S, nb, 2 * U}));
+        gemm<T_>(mo, c, w_co, 1.0);  // [S, nb, 2U]
         Tensor mean_t = R(means.select(1, t)), std_t = R(stds.select(1, t)), u_t = R(us.select(1, t));
         Tensor lv_t = R(lv.select(1, st));
         {
@@ -432,7 +587,7 @@ std::vector<Tensor> decoder_fwd(at::TensorList seq, at::TensorList init, at::Ten
           at::mul_out(gin, g, R(gmask->select(1, t)));
         }
         Tensor f_t = R(fs.select(1, t));
-        at::bmm_out(f_t, gin, w_f);
+        gemm<T_>(f_t, gin, w_f);
         f = f_t;
       }
     });
@@ -479,6 +634,9 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
       auto R = [&](const Tensor& x) { return x.narrow(1, b0, nb); };
       GruBuf rc = bc.rows(b0, nb), rg = bg.rows(b0, nb);
       Tensor dg = at::zeros({S, nb, G}, o), dc = at::zeros({S, nb, C}, o), df = at::zeros({S, nb, F}, o);
+      Tensor dgin = at::empty({S, nb, G}, o);
+      Tensor G1 = at::empty({S, nb, U + G}, o), G2 = at::empty({S, nb, U + G}, o);
+      Tensor C1 = at::empty({S, nb, F + C}, o), C2 = at::empty({S, nb, F + C}, o);
       for (int64_t t = T - 1; t >= 0; --t) {
         {
           Tensor dfs_t = rowwise(R(dfs.select(1, t)));
@@ -487,7 +645,7 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
             k_df(DF.row(s, b), DFS.row(s, b), KEEP.row(s, b), F);
           });
         }
-        Tensor dgin = at::bmm(df, w_f_t);
+        gemm<T_>(dgin, df, w_f_t);
         {
           Tensor dgs_t = rowwise(R(dgs.select(1, t)));
           Tensor m_t = gmask.has_value() ? rowwise(R(gmask->select(1, t))) : Tensor();
@@ -500,7 +658,7 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
         }
         Tensor gp = t > 0 ? R(gs.select(1, t - 1)) : R(g0).contiguous();
         Tensor dgzr_t = R(d_gzr.select(1, t)), dgn_t = R(d_gn.select(1, t));
-        Tensor du = gru_bwd_step<T_>(dg, rg, t, clip_g, gp, W1g_t, W2g_t, dgzr_t, dgn_t);
+        Tensor du = gru_bwd_step<T_>(dg, rg, t, clip_g, gp, W1g_t, W2g_t, dgzr_t, dgn_t, G1, G2);
         Tensor dmo_t = R(dmo.select(1, t));
         {
           Tensor dus_t = rowwise(R(dus.select(1, t)));
@@ -523,10 +681,10 @@ std::vector<Tensor> decoder_bwd(at::TensorList grads, at::TensorList saved, at::
             }
           });
         }
-        dc.baddbmm_(dmo_t, w_co_t);
+        gemm<T_>(dc, dmo_t, w_co_t, 1.0);
         Tensor cp = t > 0 ? R(cs.select(1, t - 1)) : R(c0).contiguous();
         Tensor dczr_t = R(d_czr.select(1, t)), dcn_t = R(d_cn.select(1, t));
-        Tensor dfd = gru_bwd_step<T_>(dc, rc, t, clip_c, cp, W1c_t, W2c_t, dczr_t, dcn_t);
+        Tensor dfd = gru_bwd_step<T_>(dc, rc, t, clip_c, cp, W1c_t, W2c_t, dczr_t, dcn_t, C1, C2);
         if (fmask.has_value()) at::mul_out(df, dfd, R(fmask->select(1, t))); else df.copy_(dfd);
       }
       R(dg0).copy_(dg);
