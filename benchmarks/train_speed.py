@@ -3,7 +3,12 @@ x 40 neurons (synthetic Lorenz). Prints a table; on CUDA eager and CUDA-graph fi
 side. Run on a quiet machine:
 
     .venv/bin/python benchmarks/train_speed.py [--epochs 5] [--threads N] [--samples 50]
-        [--device cpu|cuda|cuda:N] [--modes eager,graphs]
+        [--device cpu|cuda|cuda:N] [--modes eager,graphs,compiled]
+
+Modes: on CUDA ``eager`` (no graphs), ``graphs`` (CUDA graphs), ``compiled`` (graphs and the
+recurrent steps through torch.compile, ``train.compile: on``); on the CPU ``autograd`` (the
+autograd path), ``fused`` (the fused CPU kernels, the default there), ``compiled`` (the autograd
+path with compiled steps instead of the fused kernels).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from lfads_core.data.batches import to_tensors
 from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.device import describe, resolve_device
 from lfads_core.model import fused
+from lfads_core.model.steps import compile_steps
 from lfads_core.output.sample import posterior_sample, rows_per_pass
 from lfads_core.assembly import training_batches
 from lfads_core.spec.load import load_spec
@@ -37,9 +43,10 @@ def sync(device: torch.device) -> None:
 
 
 def measure(spec, sessions, device: torch.device, mode: str, epochs: int, samples: int) -> dict:
-    graphs = mode == "graphs"
-    fused.set_enabled(mode != "autograd")
+    graphs = mode in ("graphs", "compiled") and device.type == "cuda"
+    fused.set_enabled(mode not in ("autograd", "compiled"))
     model, augs = make_model(spec, sessions)
+    compile_steps(model, mode == "compiled")
     model.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -79,7 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--modes", default=None,
-                   help="eager,graphs on CUDA (default both); autograd,fused on the CPU (default both)")
+                   help="eager,graphs,compiled on CUDA (default: eager,graphs); autograd,fused,compiled "
+                        "on the CPU (default: autograd,fused)")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     device = resolve_device(args.device)

@@ -19,6 +19,7 @@ from .data.stats import DataStats
 from .errors import DataError, LfadsError, PluginError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
+from .model.steps import compile_steps
 from .spec.schema import Spec
 
 
@@ -109,6 +110,7 @@ def make_model(spec: Spec, sessions: Sequence[Dataset], cache: Optional[InitCach
             who = registry.lookup(comp.kind, comp.name).who
             raise PluginError(f"model.{key}: {who}: init_from_data failed: "
                               f"{type(exc).__name__}: {exc}") from None
+    compile_steps(model, spec.train.compile == "on")
     return model, build_augmentations(spec.model)
 
 

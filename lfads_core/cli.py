@@ -313,7 +313,8 @@ def _device_line(spec) -> str:
         return (f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device}); "
                 f"fused CPU kernels: {fused.status()}")
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
-    return f"{describe(device)}; CUDA graphs {graphs} (train.device: {spec.train.device})"
+    return (f"{describe(device)}; CUDA graphs {graphs}; compiled steps {spec.train.compile} "
+            f"(train.device: {spec.train.device})")
 
 
 def _plugin_parser(name: str):

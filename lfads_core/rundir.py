@@ -26,6 +26,7 @@ INIT_DIR = "init"  # InitCache entries: <key>.npz, tagged with the data's finger
 # Spec fields that may differ when a run is resumed.
 RESUMABLE = {("output",), ("train", "max_epochs"), ("train", "threads"), ("sampling",),
              ("train", "early_stopping", "patience"), ("train", "device"), ("train", "cuda_graphs"),
+             ("train", "compile"),
              ("pbt", "address"), ("pbt", "max_generations"), ("pbt", "resources")}
 
 

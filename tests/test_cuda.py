@@ -107,6 +107,41 @@ def test_graph_replay_equals_eager_without_dropout(setup):
 
 
 @needs_cuda
+def test_compiled_steps_equal_eager_on_cuda_and_replay_in_graphs(setup):
+    """train.compile: on: the compiled steps give eager's loss and gradients on CUDA, and a run
+    with graphs captures and replays them (the same losses as eager)."""
+    import attrs
+
+    from lfads_core.model import steps
+
+    spec, sessions = setup
+    spec = _no_noise(spec)
+    grads = {}
+    for on in (False, True):
+        model, _ = make_model(attrs.evolve(spec, train=attrs.evolve(spec.train, compile="on" if on else "off")),
+                              sessions)
+        model.to("cuda")
+        batch = next(batches(to_tensors(sessions[0].train, device=torch.device("cuda")), 16))
+        loss = model.losses(model(batch.encod, sample=False), batch)["recon"]
+        loss.backward()
+        grads[on] = (float(loss.detach()), {n: p.grad.detach().cpu() for n, p in model.named_parameters()
+                                            if p.grad is not None})
+    assert not steps._failed, steps._failed
+    assert grads[True][0] == pytest.approx(grads[False][0], rel=1e-5)
+    for name, g in grads[False][1].items():
+        torch.testing.assert_close(grads[True][1][name], g, rtol=1e-3, atol=1e-5, msg=name)
+    compiled = attrs.evolve(spec, train=attrs.evolve(spec.train, compile="on"))
+    eager = _trainer(spec, sessions, "cuda", graphs=False, deterministic=True)
+    graph = _trainer(compiled, sessions, "cuda", graphs=True, deterministic=True)
+    eager.train_batches.drop_last = True
+    for _ in range(2):
+        a, b = eager.run_epoch(), graph.run_epoch()
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-4)
+    assert graph.graphs.captured and not graph.graphs.failed
+
+
+@needs_cuda
 def test_hyperparameter_changes_take_effect_in_a_replayed_graph(setup):
     spec, sessions = setup
     tr = _trainer(_no_noise(spec), sessions, "cuda", graphs=True, deterministic=True)

@@ -900,3 +900,18 @@ def test_field_error_pickles():
     exc = FieldError("gen_dim", "must be >= 1, got 0")
     back = pickle.loads(pickle.dumps(exc))
     assert (back.field, back.message, str(back)) == (exc.field, exc.message, str(exc))
+
+
+def test_on_off_yes_no_are_strings_as_in_yaml_1_2(tmp_path):
+    """``train.cuda_graphs: off`` and ``train.compile: on`` are the strings the fields expect
+    (YAML 1.1 would read them as booleans); only true/false are booleans."""
+    path = tmp_path / "spec.yaml"
+    raw = copy.deepcopy(BASE)
+    raw["train"] = {"cuda_graphs": "off", "compile": "on"}
+    path.write_text(yaml.safe_dump(raw).replace("'off'", "off").replace("'on'", "on"))
+    assert "cuda_graphs: off" in path.read_text()
+    spec = load_spec(path)
+    assert (spec.train.cuda_graphs, spec.train.compile) == ("off", "on")
+    assert load_spec(path, ["train.cuda_graphs=on", "sampling.plots=false"]).train.cuda_graphs == "on"
+    with pytest.raises(SpecError, match=r"sampling.plots: expected true or false, got str 'yes'"):
+        load_spec(path, ["sampling.plots=yes"])

@@ -13,6 +13,7 @@ from ..components import Generator
 from ..protocols import GeneratorOutput
 from ..spec.validators import ge
 from . import fused
+from . import steps as step_fns
 from .dropout import dropout_masks
 from .gru import GRUCell
 
@@ -52,6 +53,7 @@ class GRUGenerator(Generator):
     """
 
     Config = GRUGeneratorConfig
+    compile_steps = False  # the autograd path's steps through torch.compile (:mod:`.steps`)
 
     @classmethod
     def wants_controller_inputs(cls, config: GRUGeneratorConfig) -> bool:
@@ -109,8 +111,12 @@ class GRUGenerator(Generator):
             else:
                 g_zr, g_n = g_zr.unbind(0), g_n.unbind(0)  # per-step views; unbind has a cheap backward
                 states = []
+                compiled = self.compile_steps and step_fns.usable(ic)
                 for t in range(steps):
-                    g = gen.step(g_zr[t], g_n[t], g, t)
+                    if compiled:
+                        g = step_fns.run(step_fns.gru_cell, g_zr[t], g_n[t], g, gen.w_hzr, gen.w_hn, gen.clip)
+                    else:
+                        g = gen.step(g_zr[t], g_n[t], g, t)
                     states.append(g)
                 gen_states = torch.stack(states, dim=1)
             drop = None if g_masks is None else g_masks.transpose(0, 1)
@@ -143,14 +149,26 @@ class GRUGenerator(Generator):
         c_zr, c_n, g_zr, g_n = (x.unbind(0) for x in (c_zr, c_n, g_zr, g_n))  # per-step views
         eps = eps.unbind(0) if sample else None
         gs, fs, means, stds, us = [], [], [], [], []
+        compiled = self.compile_steps and step_fns.usable(ic)
+        if compiled:  # each gate one product over [input | state] (steps.decoder_step)
+            w = (torch.cat([w_f_zr, con.w_hzr]), torch.cat([w_f_n, con.w_hn]), self.to_co.weight.t(),
+                 self.to_co.bias, torch.cat([w_gen_u_zr, gen.w_hzr]), torch.cat([w_gen_u_n, gen.w_hn]),
+                 w_f, var_min, con.clip, gen.clip)
+            c = c.contiguous()  # as every later state is: one compiled graph for all steps
         for t in range(steps):
-            fd = f if f_masks is None else f * f_masks[t]
-            c = con.step(torch.addmm(c_zr[t], fd, w_f_zr), torch.addmm(c_n[t], fd, w_f_n), c, t)
-            mean, logvar = self.to_co(c).chunk(2, dim=-1)
-            std = torch.sqrt(torch.exp(logvar) + var_min)
-            u = torch.addcmul(mean, std, eps[t]) if sample else mean
-            g = gen.step(torch.addmm(g_zr[t], u, w_gen_u_zr), torch.addmm(g_n[t], u, w_gen_u_n), g, t)
-            f = torch.matmul(g if g_masks is None else g * g_masks[t], w_f)
+            if compiled:
+                f, g, c, u, mean, std = step_fns.run(
+                    step_fns.decoder_step, c_zr[t], c_n[t], g_zr[t], g_n[t], f,
+                    None if f_masks is None else f_masks[t], c, g, eps[t] if sample else None,
+                    None if g_masks is None else g_masks[t], *w)
+            else:
+                fd = f if f_masks is None else f * f_masks[t]
+                c = con.step(torch.addmm(c_zr[t], fd, w_f_zr), torch.addmm(c_n[t], fd, w_f_n), c, t)
+                mean, logvar = self.to_co(c).chunk(2, dim=-1)
+                std = torch.sqrt(torch.exp(logvar) + var_min)
+                u = torch.addcmul(mean, std, eps[t]) if sample else mean
+                g = gen.step(torch.addmm(g_zr[t], u, w_gen_u_zr), torch.addmm(g_n[t], u, w_gen_u_n), g, t)
+                f = torch.matmul(g if g_masks is None else g * g_masks[t], w_f)
             gs.append(g)
             fs.append(f)
             means.append(mean)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import fused
+from . import steps as step_fns
 
 
 def gru_step(x_zr: Tensor, x_n: Tensor, h: Tensor, w_hzr: Tensor, w_hn: Tensor, clip: float) -> Tensor:
@@ -96,6 +97,8 @@ class GRUCell(nn.Module):
 class StackedGRU(nn.Module):
     """K independent LFADS GRU cells of equal sizes run over K sequences at once."""
 
+    compile_steps = False  # the autograd path's steps through torch.compile (:mod:`.steps`)
+
     def __init__(self, k: int, in_dim: int, hidden: int, clip: float = 5.0):
         super().__init__()
         self.k, self.in_dim, self.hidden, self.clip = k, in_dim, hidden, clip
@@ -121,8 +124,12 @@ class StackedGRU(nn.Module):
             return fused.gru_sequence(x_zr, x_n, h, self.w_hzr, self.w_hn, clip)
         x_zr, x_n = x_zr.unbind(1), x_n.unbind(1)  # unbind: the backward stacks the step gradients once
         states = []
+        compiled = self.compile_steps and step_fns.usable(x)
         for t in range(steps):
-            h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, clip)
+            if compiled:
+                h = step_fns.run(step_fns.gru_cell, x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip)
+            else:
+                h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, clip)
             states.append(h)
         return torch.stack(states, dim=1)
 

@@ -1,0 +1,114 @@
+"""Compiled recurrent steps (train.compile: on; lfads_core/model/steps.py) against the autograd
+path: the same values and gradients (float64, on the CPU with the fused kernels off, compiled
+by torch.compile's CPU backend), the fallback where compiling fails, and the spec switch."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from lfads_core.model import fused, steps
+from lfads_core.model.encoder import BiGRUConfig, BiGRUEncoder
+from lfads_core.model.generator import GRUGenerator, GRUGeneratorConfig
+from lfads_core.model.gru import StackedGRU
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_fused import generator_case  # noqa: E402 - a generator's outputs and gradients
+
+
+@pytest.fixture
+def autograd_path():
+    before = fused.set_enabled(False)
+    yield
+    fused.set_enabled(before)
+
+
+def _compiled(cls, on: bool):
+    class Switch:
+        def __enter__(self):
+            self.before = cls.compile_steps
+            cls.compile_steps = on
+
+        def __exit__(self, *exc):
+            cls.compile_steps = self.before
+    return Switch()
+
+
+def _assert_same(got, want):
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("config,ext_dim,sample,dropout", [
+    (GRUGeneratorConfig(12, 8, 3, 6), 2, True, 0.3),  # controller, external inputs, sampling, dropout
+    (GRUGeneratorConfig(12, 0, 0, 6, cell_clip=0.5), 0, False, 0.1),  # autonomous, clip binds every step
+])
+def test_compiled_generator_equals_autograd(config, ext_dim, sample, dropout, autograd_path):
+    want_out, want_grads = generator_case(config, ext_dim, sample, dropout, True)
+    with _compiled(GRUGenerator, True):
+        got_out, got_grads = generator_case(config, ext_dim, sample, dropout, True)
+    assert not steps._failed
+    _assert_same(got_out, want_out)
+    _assert_same(got_grads, want_grads)
+
+
+def test_compiled_encoder_equals_autograd(autograd_path):
+    x = torch.randn(3, 8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def run():
+        torch.manual_seed(0)
+        enc = BiGRUEncoder(BiGRUConfig(6, 6, 5, 1), in_dim=4).double()
+        torch.manual_seed(1)
+        out = enc(x, 10, 0.1)
+        outs = [out.ic_mean, out.ic_std, out.ci]
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view(o.shape)).sum() for o in outs)
+        return outs + list(torch.autograd.grad(loss, list(enc.parameters())))
+
+    want = run()
+    with _compiled(StackedGRU, True):
+        got = run()
+    assert not steps._failed
+    _assert_same(got, want)
+
+
+def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_path):
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("Cannot find a working triton installation")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(steps, "_compiled", {})
+    monkeypatch.setattr(steps, "_failed", {})
+    config = GRUGeneratorConfig(12, 0, 0, 6)
+    want = generator_case(config, 0, False, 0.0, True, steps=3)
+    with _compiled(GRUGenerator, True):
+        with pytest.warns(RuntimeWarning, match=r"compiling gru_cell failed .RuntimeError: Cannot find a "
+                                                r"working triton installation.; running it uncompiled"):
+            got = generator_case(config, 0, False, 0.0, True, steps=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            generator_case(config, 0, False, 0.0, True, steps=3)
+    _assert_same(got[0] + list(got[1]), want[0] + list(want[1]))
+
+
+def test_the_spec_switches_the_core_components(tmp_path):
+    from lfads_core.assembly import load_data, make_model
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.spec.load import load_spec
+
+    data = tmp_path / "l.h5"
+    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
+    spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
+    for value, want in (("on", True), ("off", False)):
+        spec = load_spec(spec_path, [f"data.path={data}", f"train.compile={value}"], out=str(tmp_path))
+        model, _ = make_model(spec, load_data(spec))
+        flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
+        assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
+    assert GRUGenerator.compile_steps is False and StackedGRU.compile_steps is False  # classes untouched
