@@ -112,3 +112,15 @@ def test_the_spec_switches_the_core_components(tmp_path):
         flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
         assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
     assert GRUGenerator.compile_steps is False and StackedGRU.compile_steps is False  # classes untouched
+
+
+def test_any_component_declaring_the_attribute_gets_the_switch():
+    class Recurrence(torch.nn.Module):  # e.g. a plugin's generator
+        compile_steps = False
+
+    outer = torch.nn.Sequential(torch.nn.Linear(2, 2), Recurrence())
+    steps.compile_steps(outer, True)
+    assert outer[1].compile_steps is True and Recurrence.compile_steps is False
+    assert not hasattr(outer[0], "compile_steps")
+    steps.compile_steps(outer, False)
+    assert outer[1].compile_steps is False
