@@ -124,3 +124,18 @@ def test_any_component_declaring_the_attribute_gets_the_switch():
     assert not hasattr(outer[0], "compile_steps")
     steps.compile_steps(outer, False)
     assert outer[1].compile_steps is False
+
+
+def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_failed_compile(monkeypatch):
+    def oom(fn, **kwargs):
+        def call(*args):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return call
+
+    monkeypatch.setattr(torch, "compile", oom)
+    monkeypatch.setattr(steps, "_compiled", {})
+    monkeypatch.setattr(steps, "_failed", {})
+    x = torch.zeros(2, 6)
+    with pytest.raises(torch.OutOfMemoryError):
+        steps.run(steps.gru_cell, x, x[:, :3], x[:, :3], torch.zeros(3, 6), torch.zeros(3, 3), 5.0)
+    assert not steps._failed

@@ -15,7 +15,7 @@ from ..spec.validators import ge
 from . import fused
 from . import steps as step_fns
 from .dropout import dropout_masks
-from .gru import GRUCell
+from .gru import GRUCell, gru_steps
 
 
 @attrs.frozen
@@ -109,15 +109,9 @@ class GRUGenerator(Generator):
                 gen_states = fused.gru_sequence(g_zr[None], g_n[None], g[None], gen.w_hzr[None],
                                                 gen.w_hn[None], gen.clip)[0].transpose(0, 1)
             else:
-                g_zr, g_n = g_zr.unbind(0), g_n.unbind(0)  # per-step views; unbind has a cheap backward
-                states = []
-                compiled = self.compile_steps and step_fns.usable(ic)
-                for t in range(steps):
-                    if compiled:
-                        g = step_fns.run(step_fns.gru_cell, g_zr[t], g_n[t], g, gen.w_hzr, gen.w_hn, gen.clip)
-                    else:
-                        g = gen.step(g_zr[t], g_n[t], g, t)
-                    states.append(g)
+                # per-step views; unbind has a cheap backward
+                states = gru_steps(g_zr.unbind(0), g_n.unbind(0), g, gen.w_hzr, gen.w_hn, gen.clip,
+                                   self.compile_steps and step_fns.usable(ic))
                 gen_states = torch.stack(states, dim=1)
             drop = None if g_masks is None else g_masks.transpose(0, 1)
             factors = torch.matmul(_drop(gen_states, drop), w_f)

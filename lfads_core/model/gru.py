@@ -46,6 +46,21 @@ def clip_at(step: int, clip: float) -> float:
     return clip if (step == 0 or clip < 1.0) else 0.0
 
 
+def gru_steps(x_zr, x_n, h: Tensor, w_hzr: Tensor, w_hn: Tensor, clip: float,
+              compiled: bool = False) -> list[Tensor]:
+    """The autograd path over a sequence: the states after each step of the per-step projected
+    inputs ``x_zr``/``x_n`` (sequences of [..., B, 2H] / [..., B, H]) from ``h``, clamped as
+    :func:`clip_at` says, or through the compiled step (:mod:`.steps`) when ``compiled``."""
+    states = []
+    for t, (a, b) in enumerate(zip(x_zr, x_n)):
+        if compiled:
+            h = step_fns.run(step_fns.gru_cell, a, b, h, w_hzr, w_hn, clip)
+        else:
+            h = gru_step(a, b, h, w_hzr, w_hn, clip_at(t, clip))
+        states.append(h)
+    return states
+
+
 def _init_gru(w_x: Tensor, b: Tensor, w_hzr: Tensor, w_hn: Tensor, in_dim: int, hidden: int) -> None:
     with torch.no_grad():
         if in_dim > 0:
@@ -122,15 +137,9 @@ class StackedGRU(nn.Module):
         clip = self.clip if self.clip < 1 else 0.0
         if fused.usable(x):
             return fused.gru_sequence(x_zr, x_n, h, self.w_hzr, self.w_hn, clip)
-        x_zr, x_n = x_zr.unbind(1), x_n.unbind(1)  # unbind: the backward stacks the step gradients once
-        states = []
-        compiled = self.compile_steps and step_fns.usable(x)
-        for t in range(steps):
-            if compiled:
-                h = step_fns.run(step_fns.gru_cell, x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, self.clip)
-            else:
-                h = gru_step(x_zr[t], x_n[t], h, self.w_hzr, self.w_hn, clip)
-            states.append(h)
+        # unbind: the backward stacks the step gradients once
+        states = gru_steps(x_zr.unbind(1), x_n.unbind(1), h, self.w_hzr, self.w_hn, clip,
+                           self.compile_steps and step_fns.usable(x))
         return torch.stack(states, dim=1)
 
     def recurrent_kernels(self, i: int) -> list[Tensor]:

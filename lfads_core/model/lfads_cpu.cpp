@@ -1,9 +1,9 @@
 // Fused CPU kernels for the LFADS recurrences: the bidirectional encoder GRUs and the decoder
 // loop (controller GRU -> inferred input -> generator GRU -> factors), forward and a hand-written
-// backward. Matrix products go to ATen (its BLAS), each gate's input and recurrent weights
-// stacked into one product; everything elementwise between them is one loop per step instead of
-// a dozen tensor operations; the whole time loop runs in C++, on one share of the batch per
-// intra-op thread; weight gradients are one product over all steps.
+// backward. Matrix products go to oneDNN's brgemm or torch's BLAS (gemm below), each gate's
+// input and recurrent weights stacked into one product; everything elementwise between them is
+// one loop per step instead of a dozen tensor operations; the whole time loop runs in C++, on
+// one share of the batch per intra-op thread; weight gradients are one product over all steps.
 //
 // Every tensor carries a leading stack dimension S (independent cells or models run at once:
 // the encoder's directions, or the members of a stacked PBT population). Sequences are

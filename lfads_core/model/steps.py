@@ -77,6 +77,8 @@ def run(fn: Callable, *args):
         _compiled[fn] = torch.compile(fn, fullgraph=True)
     try:
         return _compiled[fn](*args)
+    except torch.OutOfMemoryError:
+        raise  # the step itself, not compiling it: the caller's problem as without compile
     except Exception as err:  # noqa: BLE001 - no Triton, no compiler, ...: run it as it is
         lines = str(err).strip().splitlines()
         _failed[fn] = f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
