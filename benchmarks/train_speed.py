@@ -27,6 +27,7 @@ from lfads_core.assembly import load_data, make_model, set_threads
 from lfads_core.data.batches import to_tensors
 from lfads_core.data.synth import make_lorenz, write_h5
 from lfads_core.device import describe, resolve_device
+from lfads_core.heap import hold_memory, release_memory
 from lfads_core.model import fused
 from lfads_core.model.steps import compile_steps
 from lfads_core.output.sample import posterior_sample, rows_per_pass
@@ -53,6 +54,7 @@ def measure(spec, sessions, device: torch.device, mode: str, epochs: int, sample
     train, valid = training_batches(spec, sessions, device, drop_last=graphs)
     trainer = Trainer(model, augs, train, valid, spec.train, log=print, graphs=graphs)
     times = []
+    hold_memory()  # as lfads-run: training keeps its large blocks in the heap
     for _ in range(epochs):
         sync(device)
         start = time.perf_counter()
@@ -63,6 +65,7 @@ def measure(spec, sessions, device: torch.device, mode: str, epochs: int, sample
     later = times[1:] if len(times) > 1 else times  # the first epoch holds warm-up and capture
     model.dropout_rate = float(model.dropout_rate)
     del trainer, train, valid
+    release_memory()  # and sampling gives them back
     sample_s = 0.0
     ds = sessions[0]
     for split in (ds.train, ds.valid):

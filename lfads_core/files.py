@@ -20,21 +20,3 @@ def temp_sibling(path: Path) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, umask_mode())
     return fd, tmp
-
-
-def release_memory() -> None:
-    """Give freed heap memory back to the system and keep large blocks out of the heap from now
-    on (glibc: ``malloc_trim`` and a fixed ``M_MMAP_THRESHOLD`` of 1 MiB; nothing elsewhere).
-    Called between training and posterior sampling: training leaves the heap fragmented and
-    glibc's adaptive threshold then serves sampling's large blocks from it, which made a whole
-    Lorenz run peak at 1.5 GB RSS instead of 0.8 GB. (Not during training: the fixed threshold
-    made epochs slower there.)"""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: blocks of 1 MiB and more are mmap'd
-    except (OSError, AttributeError):
-        pass

@@ -16,7 +16,7 @@ from .data.h5 import Dataset
 from .data.sessions import fingerprint
 from .device import describe, resolve_device, use_graphs
 from .errors import DataError
-from .files import release_memory
+from .heap import hold_memory, release_memory
 from .model.lfads import LFADS
 from .output.results import OUTPUT_FILE, load_best, sample, write_outputs
 from .rundir import (SPEC_FILE, prepare_run_dir, read_init_cache, write_init_cache,
@@ -129,6 +129,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         hooks.hook().lfads_epoch_end(run_dir=run_dir, epoch=row["epoch"], metrics=row)
 
     trainer.log = progress.write
+    hold_memory()
     try:
         trainer.fit(on_epoch_end)
     finally:

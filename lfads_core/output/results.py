@@ -26,7 +26,7 @@ from ..rundir import SPEC_FILE, read_init_cache
 from ..spec.load import spec_from_dict
 from ..spec.schema import Spec
 from ..train.checkpoint import atomic_write_text, load_checkpoint
-from ..files import release_memory
+from ..heap import release_memory
 from .sample import posterior_sample
 from .write import write_output
 

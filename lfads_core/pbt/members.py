@@ -15,6 +15,7 @@ from ..data.h5 import Dataset
 from ..data.sessions import is_multisession
 from ..device import resolve_device, use_graphs
 from ..errors import SpecError
+from ..heap import hold_memory
 from ..spec.schema import Spec
 from ..train.loop import L2_KEYS, Trainer
 
@@ -73,6 +74,7 @@ def train_member(trainer: Trainer, epochs: int, fitness: str = "valid") -> dict:
     reconstruction, or with ``fitness="sample_valid"`` the last epoch's sample-validation NLL)
     and the epochs' metrics rows, or ``error`` (the original message) on a failure."""
     start = len(trainer.history)
+    hold_memory()
     try:
         done = 0
         while done < epochs:
@@ -97,6 +99,7 @@ def train_stacked(group, epochs: int, fitness: str = "valid") -> list[dict]:
     starts = [len(t.history) for t in group.trainers]
     done = [0] * group.members
     errors: list = [None] * group.members
+    hold_memory()
     group.load()
     try:
         while True:
