@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     trials_rate = n * args.epochs / (time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     rows.append(("trials", n, trials_rate, 1.0, peak))
+    print(f"trials: {trials_rate:.3f} member-epochs/s", flush=True)
     del members
     graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
     for size in sizes:
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
         rate = size * args.epochs / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         rows.append(("stacked", size, rate, rate / trials_rate, peak))
+        print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x), "
+              f"peak GPU {peak:.2f} GiB", flush=True)
         del group, trainers
     print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
           f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}")

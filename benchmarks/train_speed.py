@@ -102,7 +102,12 @@ def main(argv=None) -> int:
         write_h5(make_lorenz(seed=0), data)
         spec = load_spec(ROOT / "examples" / "lorenz.yaml", [f"data.path={data}"], out=tmp)
         sessions = load_data(spec)
-    results = {m: measure(spec, sessions, device, m, args.epochs, args.samples) for m in modes}
+    results = {}
+    for m in modes:  # a line per mode as it finishes: a run stopped by a time limit keeps them
+        results[m] = r = measure(spec, sessions, device, m, args.epochs, args.samples)
+        peak = f", peak GPU memory {r['peak_gib']:.2f} GiB" if "peak_gib" in r else ""
+        print(f"{m}: epoch median {r['epoch']:.3f} s (epochs {', '.join(f'{t:.2f}' for t in r['times'])}), "
+              f"sampling {r['sample']:.2f} s{peak}", flush=True)
     n = sessions[0].train.n_trials
     rows = [("device", lambda r: describe(device) if device.type == "cuda" else f"cpu, {threads} threads"),
             ("epoch (train 960 + valid 240), median s", lambda r: f"{r['epoch']:.3f}"),
