@@ -1,14 +1,13 @@
-"""How the process's C heap treats large blocks, set for what runs next (glibc only: elsewhere
-both functions do nothing).
+"""How the process's C heap treats large blocks, set for what runs next (glibc only: elsewhere both
+functions do nothing).
 
-Training allocates and frees the same large activation blocks (tens of MB) at every batch.
-glibc maps blocks above its mmap threshold (adaptive, at most 32 MiB) freshly from the system
-and unmaps them when freed, so every batch paid page faults and the kernel's zeroing of the
-pages (20 000 to 70 000 faults per epoch of the Lorenz spec, 1.8 million for a stacked
-group of 4 members). :func:`hold_memory` keeps such
-blocks in the heap for reuse while training. Posterior sampling afterwards wants the opposite:
-:func:`release_memory` gives the freed heap back and maps large blocks again, which keeps a
-whole run's peak RSS down.
+Training allocates and frees the same large activation blocks (tens of MB) at every batch. glibc
+maps blocks above its mmap threshold (adaptive, at most 32 MiB) freshly from the system and unmaps
+them when freed, so every batch paid page faults and the kernel's zeroing of the pages (20 000 to
+70 000 faults per epoch of the Lorenz spec, 1.8 million for a stacked group of 4 members).
+:func:`hold_memory` keeps such blocks in the heap for reuse while training. Posterior sampling
+afterwards wants the opposite: :func:`release_memory` gives the freed heap back and maps large
+blocks again, which keeps a whole run's peak RSS down.
 """
 
 from __future__ import annotations
