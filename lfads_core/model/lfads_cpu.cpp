@@ -46,37 +46,19 @@ namespace {
 // there; else through ATen. A step's products are small: ATen's per-call work (dispatch,
 // checks, a new output, views per stack) costs about as much as the arithmetic there.
 // ------------------------------------------------------------------------------------------
+template <typename T>
+using GemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const T*,
+                        const T*, const int*, const T*, const int*, const T*, T*, const int*);
+
+// The BLAS routine for T (sgemm_ or dgemm_); null where there is none.
+template <typename T>
+GemmFn<T> blas_gemm() {
 #if defined(__linux__) && !defined(LFADS_NO_DIRECT_BLAS)
-template <typename T> struct Blas {
-  static bool ok() { return false; }
-  static void gemm(const char*, const char*, const int*, const int*, const int*, const T*,
-                   const T*, const int*, const T*, const int*, const T*, T*, const int*) {}
-};
-template <> struct Blas<float> {
-  static bool ok() { return sgemm_ != nullptr; }
-  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                   const float* al, const float* a, const int* lda, const float* b,
-                   const int* ldb, const float* be, float* c, const int* ldc) {
-    sgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
-  }
-};
-template <> struct Blas<double> {
-  static bool ok() { return dgemm_ != nullptr; }
-  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                   const double* al, const double* a, const int* lda, const double* b,
-                   const int* ldb, const double* be, double* c, const int* ldc) {
-    dgemm_(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc);
-  }
-};
-constexpr bool kDirectBlas = true;
-#else
-template <typename T> struct Blas {
-  static bool ok() { return false; }
-  static void gemm(const char*, const char*, const int*, const int*, const int*, const T*,
-                   const T*, const int*, const T*, const int*, const T*, T*, const int*) {}
-};
-constexpr bool kDirectBlas = false;
+  if constexpr (std::is_same_v<T, float>) return sgemm_;
+  if constexpr (std::is_same_v<T, double>) return dgemm_;
 #endif
+  return nullptr;
+}
 
 // The BLAS view of a row-major matrix with strides (r, c): untransposed in column-major terms
 // when c == 1 (leading dimension r), transposed when r == 1 (leading dimension c).
@@ -114,29 +96,28 @@ void gemm(const Tensor& C, const Tensor& A, const Tensor& B, double beta = 0.0, 
     }
   }
 #endif
-  if constexpr (kDirectBlas) {
-    const int64_t lim = std::numeric_limits<int>::max();
-    BlasOp oa = blas_op(A.stride(1), A.stride(2), m, k), ob = blas_op(B.stride(1), B.stride(2), k, n);
-    BlasOp oc = blas_op(C.stride(1), C.stride(2), m, n);
-    if (Blas<T>::ok() && oa.ok && ob.ok && oc.ok && oc.op == 'N' && m < lim && n < lim &&
-        k < lim && oa.ld < lim && ob.ld < lim && oc.ld < lim) {
-      // Row-major C = A B is column-major C^T = B^T A^T.
-      const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
-      const int la = static_cast<int>(ob.ld), lb = static_cast<int>(oa.ld), lc = static_cast<int>(oc.ld);
-      const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
-      const T *pa = A.data_ptr<T>(), *pb = B.data_ptr<T>();
-      T* pc = C.data_ptr<T>();
-      for (int64_t s = 0; s < S; ++s) {
-        if (k == 0) {  // some BLAS leave C alone for k = 0
-          Tensor cs = C.select(0, s);
-          if (beta == 0.0) cs.zero_(); else cs.mul_(beta);
-          continue;
-        }
-        Blas<T>::gemm(&ob.op, &oa.op, &im, &in, &ik, &al, pb + s * B.stride(0), &la,
-                      pa + s * A.stride(0), &lb, &be, pc + s * C.stride(0), &lc);
+  const GemmFn<T> blas = blas_gemm<T>();
+  const int64_t lim = std::numeric_limits<int>::max();
+  BlasOp oa = blas_op(A.stride(1), A.stride(2), m, k), ob = blas_op(B.stride(1), B.stride(2), k, n);
+  BlasOp oc = blas_op(C.stride(1), C.stride(2), m, n);
+  if (blas != nullptr && oa.ok && ob.ok && oc.ok && oc.op == 'N' && m < lim && n < lim &&
+      k < lim && oa.ld < lim && ob.ld < lim && oc.ld < lim) {
+    // Row-major C = A B is column-major C^T = B^T A^T.
+    const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
+    const int la = static_cast<int>(ob.ld), lb = static_cast<int>(oa.ld), lc = static_cast<int>(oc.ld);
+    const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+    const T *pa = A.data_ptr<T>(), *pb = B.data_ptr<T>();
+    T* pc = C.data_ptr<T>();
+    for (int64_t s = 0; s < S; ++s) {
+      if (k == 0) {  // some BLAS leave C alone for k = 0
+        Tensor cs = C.select(0, s);
+        if (beta == 0.0) cs.zero_(); else cs.mul_(beta);
+        continue;
       }
-      return;
+      blas(&ob.op, &oa.op, &im, &in, &ik, &al, pb + s * B.stride(0), &la,
+           pa + s * A.stride(0), &lb, &be, pc + s * C.stride(0), &lc);
     }
+    return;
   }
   if (beta == 0.0) {
     at::bmm_out(const_cast<Tensor&>(C), A, B);
