@@ -241,6 +241,34 @@ def test_a_model_that_cannot_be_stacked_falls_back_to_trials_with_one_warning(tm
     assert "warning" not in runner.train(1)[0]  # once
 
 
+def test_a_resumed_stacked_population_computes_what_an_uninterrupted_one_does(tmp_path):
+    """Forming the groups again after a resume (their check draws random numbers) changes no
+    member's random stream: the next generation's numbers are those of the uninterrupted run."""
+    import copy
+
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.runners import Host
+
+    _, spec = _spec(tmp_path, {"engine": "stacked"})
+    sessions = load_data(spec)
+    hparams = {0: {"train.lr": 0.004}, 1: {"train.lr": 0.002}, 2: {"train.lr": 0.003}}
+    going = Host(spec, sessions)
+    for m, h in hparams.items():
+        going.create(m, h)
+    going.train_all(1)
+    saved = copy.deepcopy({m: going.state(m) for m in hparams})  # as pbt/state.pt holds them
+    uninterrupted = going.train_all(1)
+    resumed = Host(spec, sessions)
+    for m, state in saved.items():
+        resumed.restore(m, state)
+    again = resumed.train_all(1)
+    assert going.engine == resumed.engine == "stacked"
+    for m in hparams:
+        assert again[m]["fitness"] == uninterrupted[m]["fitness"], m
+        assert again[m]["rows"] == [{**r, "seconds": again[m]["rows"][i]["seconds"]}
+                                    for i, r in enumerate(uninterrupted[m]["rows"])]
+
+
 def test_group_size_from_memory():
     assert group_size(6) == 6
     assert group_size(6, per_member=2 << 30, free=10 << 30) == 3  # 0.7 * 10 GiB / 2 GiB

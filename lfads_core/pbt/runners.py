@@ -130,8 +130,12 @@ class Host:
         ids = sorted(self.members)
         first = self.members[ids[0]]
         size = self.spec.pbt.members_per_worker
+        # Forming the groups (the memory probe, the check's trial step) draws random numbers:
+        # from a stream of its own, so that no member's stream depends on when the groups were
+        # formed (a resumed population forms them again and must compute the same numbers).
+        devices = [first.device] if first.device.type == "cuda" else []
         if size is None and first.device.type == "cuda":
-            with self._own_stream(ids[0]):
+            with torch.random.fork_rng(devices):
                 per = member_memory(lambda: build_member(self.spec, self.sessions, ids[0],
                                                          first.hparams, self.cache))
             size = group_size(len(ids), per, torch.cuda.mem_get_info(first.device)[0])
@@ -140,7 +144,7 @@ class Host:
         groups = []
         for k in range(0, len(ids), size):
             chunk = ids[k:k + size]
-            with self._own_stream(chunk[0]):
+            with torch.random.fork_rng(devices):
                 group = StackedTrainer([self.members[m] for m in chunk], stacked_batches(self.spec),
                                        self.log, graphs=graphs)
                 try:
