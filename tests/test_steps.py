@@ -139,3 +139,49 @@ def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_failed_compile(monk
     with pytest.raises(torch.OutOfMemoryError):
         steps.run(steps.gru_cell, x, x[:, :3], x[:, :3], torch.zeros(3, 6), torch.zeros(3, 3), 5.0)
     assert not steps._failed
+
+
+def test_a_failure_while_a_cuda_graph_is_captured_is_not_taken_for_a_failed_compile(monkeypatch):
+    """Capturing is then broken, not compiling: the error goes to the graphs' fallback and the
+    steps stay compiled for the eager steps after it."""
+    def capture_error(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return call
+
+    monkeypatch.setattr(torch, "compile", capture_error)
+    monkeypatch.setattr(steps, "_compiled", {})
+    monkeypatch.setattr(steps, "_failed", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    x = torch.zeros(2, 6)
+    with pytest.raises(RuntimeError, match="stream is capturing"):
+        steps.run(steps.gru_cell, x, x[:, :3], x[:, :3], torch.zeros(3, 6), torch.zeros(3, 3), 5.0)
+    assert not steps._failed
+
+
+def test_posterior_sampling_runs_the_steps_uncompiled(tmp_path, monkeypatch, autograd_path):
+    from lfads_core.assembly import load_data, make_model
+    from lfads_core.data.batches import to_tensors
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.output.sample import posterior_sample
+    from lfads_core.spec.load import load_spec
+
+    data = tmp_path / "l.h5"
+    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
+    spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
+    spec = load_spec(spec_path, [f"data.path={data}", "train.compile=on"], out=str(tmp_path))
+    sessions = load_data(spec)
+    model, _ = make_model(spec, sessions)
+
+    def compiled(fn, *args):
+        raise AssertionError(f"sampling ran {fn.__name__} compiled")
+
+    monkeypatch.setattr(steps, "run", compiled)
+    out = posterior_sample(model, to_tensors(sessions[0].valid), num_samples=3)
+    assert out["factors"].shape[:2] == (sessions[0].valid.encod.shape[0], 10)
+    flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
+    assert len(flags) == 2 and all(flags)  # on again for training
+    model.train()
+    with pytest.raises(AssertionError, match="ran .* compiled"):  # training does compile
+        model(to_tensors(sessions[0].train).encod[:4], session=0)

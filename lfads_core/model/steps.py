@@ -15,6 +15,7 @@ same functions run uncompiled. The CPU has the fused kernels of :mod:`.fused` in
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Callable, Optional
 
@@ -80,11 +81,29 @@ def run(fn: Callable, *args):
     except torch.OutOfMemoryError:
         raise  # the step itself, not compiling it: the caller's problem as without compile
     except Exception as err:  # noqa: BLE001 - no Triton, no compiler, ...: run it as it is
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise  # the capture of a CUDA graph failed, not compiling: graphs.StepGraphs decides
         lines = str(err).strip().splitlines()
         _failed[fn] = f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
         warnings.warn(f"lfads: train.compile: compiling {fn.__name__} failed ({_failed[fn]}); "
                       f"running it uncompiled", RuntimeWarning, stacklevel=2)
         return fn(*args)
+
+
+@contextlib.contextmanager
+def uncompiled(model: torch.nn.Module):
+    """The steps of ``model`` uncompiled inside the block, as they were after it. Posterior
+    sampling runs so: its passes are batch sizes (and an inference mode) training never saw, and
+    compiling each would take longer than the pass."""
+    switched = [m for m in model.modules() if hasattr(type(m), "compile_steps")]
+    before = [m.compile_steps for m in switched]
+    try:
+        for m in switched:
+            m.compile_steps = False
+        yield model
+    finally:
+        for m, on in zip(switched, before):
+            m.compile_steps = on
 
 
 def compile_steps(model: torch.nn.Module, on: bool) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from ..data.batches import TensorSplit
 from ..model.lfads import LFADS
+from ..model.steps import uncompiled
 
 FIELDS = ("output_params", "factors", "gen_states", "gen_inputs", "ic_mean", "ic_std",
           "co_means", "co_stds")
@@ -54,7 +55,8 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
     ``ic_std`` [n, Z]. Each pass holds up to ``rows`` trial-samples (default
     :func:`rows_per_pass`); the encoder runs once per trial; results go to the host once per
     pass. The samples are drawn on the model's device, seeded with ``seed`` (a CPU and a GPU
-    draw different samples of the same posterior).
+    draw different samples of the same posterior). The recurrent steps run uncompiled
+    (``train.compile`` is for training).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -65,22 +67,23 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
     per_pass = max(1, rows // num_samples)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     try:
-        for start in range(0, data.n_trials, per_pass):
-            sl = slice(start, start + per_pass)
-            encod = data.encod[sl].to(device, non_blocking=True)
-            ext = data.ext[sl].to(device, non_blocking=True) if data.ext is not None else None
-            out = model(encod, session=data.session, ext=ext, sample=True, n_samples=num_samples)
-            n = out.ic_mean.shape[0] // num_samples
-            mean = lambda x: x.view(n, num_samples, *x.shape[1:]).mean(dim=1)  # noqa: E731
-            got = {"output_params": mean(model.means(out, data.session)),
-                   "factors": mean(out.factors), "gen_states": mean(out.gen_states),
-                   "ic_mean": out.ic_mean[::num_samples], "ic_std": out.ic_std[::num_samples]}
-            if out.co_means is not None:
-                got.update(gen_inputs=mean(out.gen_inputs), co_means=mean(out.co_means),
-                           co_stds=mean(out.co_stds))
-            del out
-            for k, v in got.items():
-                parts[k].append(v.float().cpu().numpy())
+        with uncompiled(model):  # its shapes are new to the compiled steps (steps.uncompiled)
+            for start in range(0, data.n_trials, per_pass):
+                sl = slice(start, start + per_pass)
+                encod = data.encod[sl].to(device, non_blocking=True)
+                ext = data.ext[sl].to(device, non_blocking=True) if data.ext is not None else None
+                out = model(encod, session=data.session, ext=ext, sample=True, n_samples=num_samples)
+                n = out.ic_mean.shape[0] // num_samples
+                mean = lambda x: x.view(n, num_samples, *x.shape[1:]).mean(dim=1)  # noqa: E731
+                got = {"output_params": mean(model.means(out, data.session)),
+                       "factors": mean(out.factors), "gen_states": mean(out.gen_states),
+                       "ic_mean": out.ic_mean[::num_samples], "ic_std": out.ic_std[::num_samples]}
+                if out.co_means is not None:
+                    got.update(gen_inputs=mean(out.gen_inputs), co_means=mean(out.co_means),
+                               co_stds=mean(out.co_stds))
+                del out
+                for k, v in got.items():
+                    parts[k].append(v.float().cpu().numpy())
     finally:
         torch.set_rng_state(cpu_state)
         if cuda_state is not None:
