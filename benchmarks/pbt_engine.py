@@ -10,6 +10,7 @@ stacked engine would choose from the GPU's memory. Prints a table. Run on a quie
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     rows.append(("trials", n, trials_rate, 1.0, peak))
     print(f"trials: {trials_rate:.3f} member-epochs/s", flush=True)
     del members
+    gc.collect()  # trainers and their step graphs refer to each other: freed by the collector
     graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
     for size in sizes:
         if cuda:
@@ -89,6 +91,7 @@ def main(argv=None) -> int:
         print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x), "
               f"peak GPU {peak:.2f} GiB", flush=True)
         del group, trainers
+        gc.collect()  # this size's graphs and data, before the next size is measured
     print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
           f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}")
     print(f"{'engine':<8} {'members':>7} {'member-epochs/s':>16} {'vs trials':>10} {'peak GPU GiB':>13}")

@@ -276,6 +276,16 @@ def test_group_size_from_memory():
     assert group_size(2, per_member=1 << 20, free=10 << 30) == 2
 
 
+def test_a_fractional_gpu_plans_with_its_share_of_the_memory():
+    from lfads_core.train.stacked import planned_memory
+
+    gib = 1 << 30
+    assert planned_memory(60 * gib, 80 * gib, 2 * gib, 1.0) == 60 * gib  # a whole GPU: what is free
+    assert planned_memory(60 * gib, 80 * gib, 2 * gib, 0.25) == 18 * gib  # a quarter, less its own
+    assert planned_memory(10 * gib, 80 * gib, 2 * gib, 0.5) == 10 * gib  # never more than is free
+    assert planned_memory(60 * gib, 80 * gib, 30 * gib, 0.25) == 0
+
+
 def test_member_batches_with_several_sessions_is_a_spec_error(tmp_path):
     from lfads_core.errors import SpecError
     from lfads_core.pbt.members import check_search_space

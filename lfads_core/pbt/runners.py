@@ -15,7 +15,7 @@ from ..data.h5 import Dataset
 from ..data.sessions import is_multisession
 from ..device import use_graphs
 from ..spec.schema import Spec
-from ..train.stacked import NotStackable, StackedTrainer, group_size, member_memory
+from ..train.stacked import NotStackable, StackedTrainer, group_size, member_memory, planned_memory
 from .members import build_member, cpu_state, train_member, train_stacked
 
 
@@ -138,7 +138,10 @@ class Host:
             with torch.random.fork_rng(devices):
                 per = member_memory(lambda: build_member(self.spec, self.sessions, ids[0],
                                                          first.hparams, self.cache))
-            size = group_size(len(ids), per, torch.cuda.mem_get_info(first.device)[0])
+            free, total = torch.cuda.mem_get_info(first.device)
+            held = torch.cuda.memory_reserved(first.device)
+            size = group_size(len(ids), per,
+                              planned_memory(free, total, held, self.spec.pbt.resources.gpu))
         size = size or len(ids)
         graphs = use_graphs(self.spec.train.cuda_graphs, first.device)
         groups = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import time
 from typing import Callable, Optional, Sequence
 
@@ -330,9 +331,22 @@ def member_memory(trainer_factory: Callable[[], Trainer]) -> int:
     group._step(stack_batches([batch]), True)
     torch.cuda.synchronize(t.device)
     peak = torch.cuda.max_memory_allocated(t.device) - before
+    device = t.device
     del group, t
+    gc.collect()  # a trainer and its step graphs refer to each other: freed by the collector only
     torch.cuda.empty_cache()
+    torch.cuda.synchronize(device)
     return int(peak)
+
+
+def planned_memory(free: int, total: int, held: int, share: float) -> int:
+    """The GPU memory (bytes) a worker may fill with stacked members: the ``free`` memory, but
+    with a fractional GPU (``pbt.resources.gpu`` = ``share`` < 1; workers sharing a GPU each
+    see all of its free memory) at most its share of the ``total`` less what it ``held``
+    already (``torch.cuda.memory_reserved``: its members' weights and data)."""
+    if share >= 1 or share <= 0:
+        return free
+    return max(0, min(free, int(share * total) - held))
 
 
 def group_size(hosted: int, per_member: Optional[int] = None, free: Optional[int] = None,
@@ -344,4 +358,5 @@ def group_size(hosted: int, per_member: Optional[int] = None, free: Optional[int
     return max(1, min(hosted, int(fraction * free // per_member)))
 
 
-__all__ = ["StackedTrainer", "NotStackable", "stack_batches", "group_size", "member_memory"]
+__all__ = ["StackedTrainer", "NotStackable", "stack_batches", "group_size", "member_memory",
+           "planned_memory"]
