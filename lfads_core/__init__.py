@@ -15,7 +15,7 @@ The public API for plugin authors (docs/writing-plugins.md), imported lazily so 
 - what flows through them: :class:`Batch`, :class:`EncoderOutput`, :class:`GeneratorOutput`,
   :class:`AugmentContext`, :class:`DataSizes`, :class:`DataStats`;
 - :func:`dropout` for encoders and generators (its rate may be a device tensor on a GPU);
-- :func:`dropout` for encoders and generators (its rate may be a device tensor on a GPU);
+  :func:`to_device` for what augmentations draw on the CPU (copied to a GPU without waiting);
 - config validators: :mod:`lfads_core.spec.validators`; run and CLI hooks:
   :data:`hookimpl`, :class:`Command`, :class:`SynthDataset`, and the argparse types :func:`positive_int` and
   :func:`positive_float` for their options (:mod:`lfads_core.hooks`);
@@ -41,7 +41,7 @@ _EXPORTS = {
     "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
     "positive_float": "hooks", "SessionData": "components", "InitContext": "components",
     "InitCache": "components", "load_spec": "spec.load", "load_session_data": "assembly",
-    "dropout": "model.dropout", "load_run": "api", "Run": "api", "Inference": "api",
+    "dropout": "model.dropout", "to_device": "device", "load_run": "api", "Run": "api", "Inference": "api",
 }
 
 __all__ = sorted(_EXPORTS)

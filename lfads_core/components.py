@@ -254,9 +254,10 @@ class AugmentContext:
     from ``train.seed`` and its place in the list, saved and restored with the training state:
     draw every random number from it (``torch.rand(shape, generator=ctx.generator)``) so a
     resumed run reproduces the same draws. It is a CPU generator whatever the device: draw on
-    the CPU and move the result to the batch's device
-    (``torch.rand(shape, generator=ctx.generator).to(batch.encod.device)``), so a run draws the
-    same augmentations on any device and resumes on another one.
+    the CPU and move the result to the batch's device with :func:`lfads_core.to_device`
+    (``to_device(torch.rand(shape, generator=ctx.generator), batch.encod.device)``: on a GPU
+    it does not wait for the device), so a run draws the same augmentations on any device and
+    resumes on another one.
     """
 
     training: bool

@@ -4,11 +4,9 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from .errors import SpecError
-
 
 
 def resolve_device(name: str, field: str = "train.device") -> torch.device:
@@ -44,3 +42,15 @@ def describe(device: torch.device) -> str:
 def use_graphs(setting: str, device: torch.device) -> bool:
     """``auto`` and ``on``: graphs on CUDA; ``off``: never. On the CPU there are no graphs."""
     return device.type == "cuda" and setting in ("auto", "on")
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t``, made on the CPU (e.g. an augmentation's draw from its CPU generator), on
+    ``device`` without making the host wait for the device. A CUDA copy from ordinary host
+    memory first waits for all the work queued on the device, so the host could not prepare the
+    next training step while the GPU runs this one; from pinned memory it is queued like a
+    kernel. On the CPU (or for a tensor already on ``device``) this is ``t.to(device)``."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -35,7 +35,7 @@ class Batch:
     grad_mask: Tensor  # [B, T_r, N] bool
     ext: Optional[Tensor] = None  # [B, T_r, E] measured external inputs
     session: int = 0
-    index: Optional[Tensor] = None  # [B] trial indices within the split
+    index: Optional[Tensor] = None  # [B] trial indices within the split, on the CPU
     score_mask: Optional[Tensor] = None  # [B, T_r, N] elements held out of training and scored (sample validation)
 
     def replace(self, **changes) -> "Batch":

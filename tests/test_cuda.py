@@ -336,3 +336,30 @@ def test_stacked_group_size_comes_from_the_gpu_memory(setup):
     free = torch.cuda.mem_get_info()[0]
     assert 0 < per < free
     assert group_size(10**6, per, free) == int(0.7 * free // per)
+
+
+@needs_cuda
+def test_augmentations_draw_the_same_on_cuda_through_pinned_copies(setup):
+    """Coordinated dropout and sample validation give the same batch on CUDA as on the CPU
+    (drawn on the CPU, copied with lfads_core.to_device); batch indices stay on the CPU."""
+    from lfads_core import AugmentContext, to_device
+    from lfads_core.model.augment import CoordinatedDropout, CoordinatedDropoutConfig
+    from lfads_core.model.sample_validation import SampleValidation, SampleValidationConfig
+
+    spec, sessions = setup
+    x = torch.rand(64, 30, 12)
+    moved = to_device(x, "cuda")
+    x += 1.0  # the copy is the tensor as it was
+    torch.testing.assert_close(moved.cpu(), x - 1.0)
+    augs = [SampleValidation(SampleValidationConfig(fraction=0.2)),
+            CoordinatedDropout(CoordinatedDropoutConfig(rate=0.3))]
+    out = {}
+    for device in ("cpu", "cuda"):
+        data = to_tensors(sessions[0].train).to(torch.device(device))
+        batch = next(iter(batches(data, 16, torch.Generator().manual_seed(1))))
+        assert batch.index.device.type == "cpu" and batch.encod.device.type == device
+        for aug in augs:
+            batch = aug(batch, AugmentContext(True, 1, torch.Generator().manual_seed(5)))
+        out[device] = {k: getattr(batch, k).cpu() for k in ("encod", "loss_mask", "grad_mask", "score_mask")}
+    for k, v in out["cpu"].items():
+        assert torch.equal(out["cuda"][k], v), k

@@ -134,6 +134,7 @@ def test_sampler_trials_visits_every_trial_once_and_validation_in_order(sizes, b
     for b in source(torch.Generator().manual_seed(seed)):
         assert b.encod.shape[0] <= batch and b.encod.shape[-1] == 3
         assert torch.equal(b.encod[:, 0, 0].long(), b.index)  # rows of the batch's own session
+        assert b.index.device.type == "cpu"  # read by augmentations without waiting for a GPU
         seen[b.session] += b.index.tolist()
         count += 1
     assert count == sum(source.n_batches())
@@ -155,6 +156,7 @@ def test_sampler_equal_gives_sessions_equal_batches_without_repeats_within_a_rou
     per = {i: [] for i in range(len(sizes))}
     for b in source(torch.Generator().manual_seed(seed)):
         assert 1 <= b.encod.shape[0] <= min(batch, sizes[b.session])
+        assert torch.equal(b.encod[:, 0, 0].long(), b.index)
         per[b.session].append(b.index.tolist())
     for i, n in enumerate(sizes):
         assert len(per[i]) == counts[i]

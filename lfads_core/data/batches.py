@@ -77,11 +77,11 @@ def batches(data: TensorSplit, batch_size: int, generator: Optional[torch.Genera
     device); the last batch may be smaller, or is left out with ``drop_last`` when there are
     more trials than ``batch_size``. ``device``: where batches go (default: the data's)."""
     n = data.n_trials
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    order = order.to(data.encod.device)  # one copy per epoch, then slices of it
+    index = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = index.to(data.encod.device)  # one copy per epoch, then slices of it
     stop = n - n % batch_size if drop_last and n > batch_size else n
     for start in range(0, stop, batch_size):
-        yield _batch(data, order[start:start + batch_size], device)
+        yield _batch(data, order[start:start + batch_size], device, index[start:start + batch_size])
 
 
 @dataclasses.dataclass
@@ -127,19 +127,24 @@ class SessionBatches:
             size = min(self.batch_size, d.n_trials)
             stop = d.n_trials - d.n_trials % size if self.drop_last else d.n_trials
             while len(own) < count:  # rounds through the session: one permutation each
-                order = torch.randperm(d.n_trials, generator=generator).to(d.encod.device)
-                own += [order[i:i + size] for i in range(0, stop, size)]
+                index = torch.randperm(d.n_trials, generator=generator)
+                order = index.to(d.encod.device)
+                own += [(order[i:i + size], index[i:i + size]) for i in range(0, stop, size)]
             plan += [(s, idx) for idx in own[:count]]
         for j in torch.randperm(len(plan), generator=generator).tolist():
-            s, idx = plan[j]
-            yield _batch(self.data[s], idx, self.device)
+            s, (idx, index) = plan[j]
+            yield _batch(self.data[s], idx, self.device, index)
 
 
-def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device] = None) -> Batch:
+def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device] = None,
+           index: Optional[Tensor] = None) -> Batch:
+    """The trials ``idx`` (on the data's device) of ``data`` as a Batch on ``device``;
+    ``Batch.index`` is ``index``, the same trials on the CPU (what augmentations read on the
+    host without waiting for the device)."""
     move = (lambda t: t) if device is None or data.encod.device == device else \
         (lambda t: t.to(device, non_blocking=True))  # noqa: E731
     mask = move(data.mask[idx])
     return Batch(encod=move(data.encod[idx]), recon=move(data.recon[idx]), loss_mask=mask,
                  grad_mask=torch.ones_like(mask, dtype=torch.bool),
                  ext=move(data.ext[idx]) if data.ext is not None else None,
-                 session=data.session, index=idx)
+                 session=data.session, index=idx.cpu() if index is None else index)

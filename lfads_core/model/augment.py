@@ -6,6 +6,7 @@ import attrs
 import torch
 
 from ..components import AugmentContext, Augmentation
+from ..device import to_device
 from ..protocols import Batch
 from ..spec.validators import unit_interval
 
@@ -31,7 +32,7 @@ class CoordinatedDropout(Augmentation):
             return batch
         x = batch.encod
         # Drawn on the CPU (ctx.generator is a CPU generator: the same masks on any device).
-        kept = torch.rand(x.shape, generator=ctx.generator).to(x.device, non_blocking=True) >= self.rate
+        kept = to_device(torch.rand(x.shape, generator=ctx.generator) >= self.rate, x.device)
         encod = x * kept / (1.0 - self.rate)
         _, t_e, n_e = x.shape
         grad = batch.grad_mask.clone()

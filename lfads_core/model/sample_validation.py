@@ -16,6 +16,7 @@ import attrs
 import torch
 
 from ..components import AugmentContext, Augmentation
+from ..device import to_device
 from ..protocols import Batch
 from ..spec.validators import ge, within
 
@@ -56,7 +57,7 @@ class SampleValidation(Augmentation):
         if not ctx.training or batch.index is None:
             return batch
         b, t_r, n = batch.recon.shape
-        held = self.held(batch.index.cpu(), t_r, n, batch.session).to(batch.recon.device, non_blocking=True)
+        held = to_device(self.held(batch.index.cpu(), t_r, n, batch.session), batch.recon.device)
         _, t_e, n_e = batch.encod.shape
         encod = batch.encod.masked_fill(held[:, :t_e, :n_e], 0.0)
         observed = batch.loss_mask

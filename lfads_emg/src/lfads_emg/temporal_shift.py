@@ -25,7 +25,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from lfads_core import AugmentContext, Augmentation, Batch, DataSizes
+from lfads_core import AugmentContext, Augmentation, Batch, DataSizes, to_device
 from lfads_core.spec.validators import ge
 
 
@@ -71,6 +71,7 @@ class TemporalShift(Augmentation):
         shifts = self.draw(b, max(n_in, n_out), ctx.generator)  # drawn even at std 0: same stream
         if self.std <= 0 or self.config.max_shift == 0:
             return batch
+        shifts = to_device(shifts, batch.encod.device)  # once, without waiting for a GPU
         encod, _ = shift_channels(batch.encod, shifts)
         if not self.config.shift_target:
             return batch.replace(encod=encod)
