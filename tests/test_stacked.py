@@ -104,34 +104,88 @@ def test_a_stacked_training_step_equals_each_members_own_step(tmp_path):
         torch.testing.assert_close(st_a[0]["exp_avg_sq"], st_b[0]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
 
 
+def test_stacked_steps_over_several_sessions_equal_each_members_own_steps(tmp_path):
+    """Shared batches of two sessions: a step trains one session's readin and readout; the
+    other session's are left alone (no Adam step, momentum or step count), as in the single
+    model, so the weights and Adam states after alternating steps equal the single models'."""
+    import shutil
+
+    import attrs
+
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.members import build_member
+
+    hp = [{"model.dropout_rate": 0.0, "train.lr": 0.01}, {"model.dropout_rate": 0.0, "train.lr": 0.002}]
+    _, spec = _spec(tmp_path, {"engine": "stacked"})
+    for name in ("day1.h5", "day2.h5"):
+        shutil.copy(spec.data.path, tmp_path / name)
+    spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")))
+    sessions = load_data(spec)
+    trainers = [build_member(spec, sessions, m, hp[m]) for m in range(2)]
+    single = [build_member(spec, sessions, m, hp[m]) for m in range(2)]
+    for t in trainers + single:
+        t.sample = False
+    _no_augmentations(trainers + single)
+    group = StackedTrainer(trainers, batches="shared", log=lambda s: None)
+    group.sample = False
+    steps = list(trainers[0].train_batches(torch.Generator().manual_seed(3)))[:4]
+    steps = [steps[0]] * 2 + [b for b in steps if b.session != steps[0].session][:1] + [steps[0]]
+    assert len({b.session for b in steps}) == 2
+    for batch in steps:
+        group.base.train(True)
+        group._step(stack_batches([batch, batch]), True)
+        for t in single:
+            t.model.train(True)
+            t._step(batch, True)
+    group.store()
+    for t, s in zip(trainers, single):
+        for (name, p), q in zip(t.model.named_parameters(), s.model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+        st_a, st_b = t.optimizer.state_dict()["state"], s.optimizer.state_dict()["state"]
+        assert sorted(st_a) == sorted(st_b)  # the same weights have Adam state
+        assert {k: float(v["step"]) for k, v in st_a.items()} == {k: float(v["step"]) for k, v in st_b.items()}
+        assert {float(v["step"]) for v in st_b.values()} == {4.0, 3.0, 1.0}  # shared; the sessions
+        for k in st_a:
+            torch.testing.assert_close(st_a[k]["exp_avg"], st_b[k]["exp_avg"], rtol=1e-4, atol=1e-6)
+
+
 @settings(max_examples=15, deadline=None)
 @given(lrs=st.lists(st.floats(1e-4, 0.1), min_size=1, max_size=4), wd=st.sampled_from([0.0, 0.01]),
-       steps=st.integers(1, 4), seed=st.integers(0, 1000))
-def test_vectorised_adam_equals_torch_adam_member_by_member(lrs, wd, steps, seed):
+       unused=st.lists(st.booleans(), min_size=1, max_size=4), seed=st.integers(0, 1000))
+def test_vectorised_adam_equals_torch_adam_member_by_member(lrs, wd, unused, seed):
+    """Also where a parameter has no gradient in some steps (``unused``: a step's ``b`` gets
+    none, as another session's readout does): left alone, its own step count behind."""
     gen = torch.Generator().manual_seed(seed)
     P = len(lrs)
     stacked = {"w": torch.randn(P, 5, 3, generator=gen), "b": torch.randn(P, 3, generator=gen)}
     singles = [{k: v[i].clone().requires_grad_(True) for k, v in stacked.items()} for i in range(P)]
     opts = [torch.optim.Adam(list(s.values()), lr=lr, eps=1e-8, weight_decay=wd) for s, lr in zip(singles, lrs)]
     adam = StackedAdam(stacked, eps=1e-8, weight_decay=wd)
-    for _ in range(steps):
+    for skip in unused:
         grads = {k: torch.randn(v.shape, generator=gen) for k, v in stacked.items()}
+        if skip:
+            grads["b"] = None
         adam.step(grads, torch.tensor(lrs))
         for i, (s, opt) in enumerate(zip(singles, opts)):
             for k, p in s.items():
-                p.grad = grads[k][i].clone()
+                p.grad = None if grads[k] is None else grads[k][i].clone()
             opt.step()
+    assert adam.steps["b"].tolist() == [float(unused.count(False))] * P
     for i, s in enumerate(singles):
         for k, p in s.items():
             torch.testing.assert_close(stacked[k][i], p.detach(), rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(adam.exp_avg[k][i], opts[i].state[p]["exp_avg"])
+            if p in opts[i].state:
+                torch.testing.assert_close(adam.exp_avg[k][i], opts[i].state[p]["exp_avg"])
+                assert float(opts[i].state[p]["step"]) == adam.steps[k][i]
+            else:
+                assert adam.steps[k][i] == 0 and not adam.exp_avg[k][i].any()
 
 
 def test_vectorised_adam_leaves_inactive_members_alone_and_clips_per_member():
     stacked = {"w": torch.ones(3, 4)}
     adam = StackedAdam(stacked)
     adam.step({"w": torch.ones(3, 4)}, torch.full((3,), 0.1), torch.tensor([True, False, True]))
-    assert adam.steps.tolist() == [1.0, 0.0, 1.0]
+    assert adam.steps["w"].tolist() == [1.0, 0.0, 1.0]
     assert torch.equal(stacked["w"][1], torch.ones(4)) and not adam.exp_avg["w"][1].any()
     assert torch.allclose(stacked["w"][0], torch.full((4,), 0.9))
     grads = {"a": torch.tensor([[3.0, 4.0], [0.3, 0.4]]), "b": None}
@@ -212,7 +266,7 @@ def test_exploit_copies_exactly_one_members_state_into_the_stack(tmp_path):
         assert torch.equal(p[0], others[0][n][0]) and torch.equal(p[2], others[2][n][2])
     for n in group.trainable:
         assert torch.equal(group.adam.exp_avg[n][1], group.adam.exp_avg[n][2])
-    assert group.adam.steps[1] == group.adam.steps[2]
+        assert group.adam.steps[n][1] == group.adam.steps[n][2]
     assert group.lr.tolist() == pytest.approx([trainers[0].hparams["train.lr"], 0.0009,
                                                trainers[2].hparams["train.lr"]])
 
@@ -241,27 +295,39 @@ def test_a_model_that_cannot_be_stacked_falls_back_to_trials_with_one_warning(tm
     assert "warning" not in runner.train(1)[0]  # once
 
 
-def test_a_resumed_stacked_population_computes_what_an_uninterrupted_one_does(tmp_path):
+@pytest.mark.parametrize("n_sessions", [1, 2])
+def test_a_resumed_stacked_population_computes_what_an_uninterrupted_one_does(tmp_path, n_sessions):
     """Forming the groups again after a resume (their check draws random numbers) changes no
-    member's random stream: the next generation's numbers are those of the uninterrupted run."""
+    member's random stream, and no state lives in the group alone (with two sessions, gradients
+    kept from earlier steps once moved the other session's weights): the next generation's
+    numbers are those of the uninterrupted run."""
     import copy
+    import shutil
+
+    import attrs
 
     from lfads_core.assembly import load_data
     from lfads_core.pbt.runners import Host
 
     _, spec = _spec(tmp_path, {"engine": "stacked"})
+    if n_sessions == 2:
+        for name in ("day1.h5", "day2.h5"):
+            shutil.copy(spec.data.path, tmp_path / name)
+        spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")),
+                            pbt=attrs.evolve(spec.pbt, stacked_batches="shared"))
     sessions = load_data(spec)
+    assert len(sessions) == n_sessions
     hparams = {0: {"train.lr": 0.004}, 1: {"train.lr": 0.002}, 2: {"train.lr": 0.003}}
     going = Host(spec, sessions)
     for m, h in hparams.items():
         going.create(m, h)
     going.train_all(1)
     saved = copy.deepcopy({m: going.state(m) for m in hparams})  # as pbt/state.pt holds them
-    uninterrupted = going.train_all(1)
+    uninterrupted = going.train_all(2)
     resumed = Host(spec, sessions)
     for m, state in saved.items():
         resumed.restore(m, state)
-    again = resumed.train_all(1)
+    again = resumed.train_all(2)
     assert going.engine == resumed.engine == "stacked"
     for m in hparams:
         assert again[m]["fitness"] == uninterrupted[m]["fitness"], m

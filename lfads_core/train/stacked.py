@@ -138,16 +138,14 @@ class StackedTrainer:
                 else:
                     self.adam.exp_avg[n][i].zero_()
                     self.adam.exp_avg_sq[n][i].zero_()
-            first = params[self.trainable[0]]
-            step = t.optimizer.state.get(first, {}).get("step", 0.0)
-            self.adam.steps[i] = float(step)
+                self.adam.steps[n][i] = float(state.get("step", 0.0))
         self._hparams()
 
     @torch.no_grad()
     def store(self, members: Optional[Sequence[int]] = None) -> None:
         """The stack's weights and Adam states back into the trainers (``members``: which;
         default all), in the layout ``torch.optim.Adam`` keeps."""
-        steps = self.adam.steps.tolist()
+        steps = {n: v.tolist() for n, v in self.adam.steps.items()}
         for i in range(self.members) if members is None else members:
             t = self.trainers[i]
             params = dict(t.model.named_parameters())
@@ -157,9 +155,12 @@ class StackedTrainer:
                 b.copy_(self.buffers[n][i])
             for n in self.trainable:
                 p = params[n]
+                if steps[n][i] == 0:  # never updated: no state, as torch.optim.Adam keeps it
+                    t.optimizer.state.pop(p, None)
+                    continue
                 where = p.device if t.capturable else "cpu"
                 t.optimizer.state[p] = {
-                    "step": torch.tensor(steps[i], dtype=torch.float32, device=where),
+                    "step": torch.tensor(steps[n][i], dtype=torch.float32, device=where),
                     "exp_avg": self.adam.exp_avg[n][i].clone(),
                     "exp_avg_sq": self.adam.exp_avg_sq[n][i].clone()}
 
@@ -195,13 +196,12 @@ class StackedTrainer:
         if not training:
             with torch.no_grad():
                 return {k: v.detach() for k, v in self._forward(batch).items()}, None
-        for n in self.trainable:
-            g = self.params[n].grad
-            if g is not None:
-                g.zero_()  # kept allocated: a captured graph writes into the same tensors
         terms = self._forward(batch)
-        (terms["loss"].sum() * self.spec.loss_scale).backward()
-        grads = {n: self.params[n].grad for n in self.trainable}
+        # None for a weight the step does not use (another session's readin or readout): Adam
+        # and the clipping leave it alone, as the trials engine's torch.optim.Adam does.
+        got = torch.autograd.grad(terms["loss"].sum() * self.spec.loss_scale,
+                                  [self.params[n] for n in self.trainable], allow_unused=True)
+        grads = dict(zip(self.trainable, got))
         norms = clip_member_norms(grads, self.spec.grad_clip)
         self.adam.step(grads, self.lr, self.active)
         return {k: v.detach() for k, v in terms.items()}, norms
@@ -216,13 +216,11 @@ class StackedTrainer:
         self.base.train(True)
         try:
             terms = self._forward(stack_batches([small] * self.members))
-            terms["loss"].sum().backward()
+            torch.autograd.grad(terms["loss"].sum(), [self.params[n] for n in self.trainable],
+                                allow_unused=True)
         except Exception as exc:  # noqa: BLE001 - anything vmap or a component refuses
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise NotStackable(f"{type(exc).__name__}: {first}") from None
-        finally:
-            for n in self.trainable:
-                self.params[n].grad = None
 
     # -- epochs ----------------------------------------------------------------------------
     def _member_batches(self, training: bool):
@@ -272,7 +270,8 @@ class StackedTrainer:
             self.active.copy_(torch.tensor(list(active), dtype=torch.bool))
             saved = ({n: p.detach().clone() for n, p in self.params.items()},
                      {n: v.clone() for n, v in self.adam.exp_avg.items()},
-                     {n: v.clone() for n, v in self.adam.exp_avg_sq.items()}, self.adam.steps.clone())
+                     {n: v.clone() for n, v in self.adam.exp_avg_sq.items()},
+                     {n: v.clone() for n, v in self.adam.steps.items()})
         start = time.perf_counter()
         train, bad_t, n_train = self._pass(True)
         valid, bad_v, n_valid = self._pass(False)
@@ -305,7 +304,7 @@ class StackedTrainer:
         for n in self.trainable:
             self.adam.exp_avg[n][i].copy_(exp_avg[n][i])
             self.adam.exp_avg_sq[n][i].copy_(exp_avg_sq[n][i])
-        self.adam.steps[i] = steps[i]
+            self.adam.steps[n][i] = steps[n][i]
 
     @staticmethod
     def _nan(t: Trainer):

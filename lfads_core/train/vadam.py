@@ -1,11 +1,13 @@
 """Adam over stacked weights: every tensor has a leading member dimension [P, ...] and every
-member its own learning rate and step count (``torch.optim`` takes one learning rate per
+member its own learning rate and step counts (``torch.optim`` takes one learning rate per
 parameter group, not per slice of a tensor).
 
 The arithmetic is that of ``torch.optim.Adam`` (L2-style ``weight_decay``, no amsgrad), member
 by member: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², p ← p − lr·m̂/(√v̂ + eps) with the bias
-corrections of the member's own step count. Only tensor arithmetic: no host reads, so a CUDA
-graph can capture it; the learning rates and the ``active`` mask are device tensors.
+corrections of the parameter's own step count. As there, a parameter without a gradient in a
+step (e.g. the readout of a session the batch is not from) is left alone, its step count
+included. Only tensor arithmetic: no host reads, so a CUDA graph can capture it; the learning
+rates and the ``active`` mask are device tensors.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ def member_view(x: Tensor, like: Tensor) -> Tensor:
 
 
 class StackedAdam:
-    """``params``: name -> [P, ...] tensors (updated in place). State: ``exp_avg``,
-    ``exp_avg_sq`` (like the parameters) and ``steps`` [P] (float64: exact counts)."""
+    """``params``: name -> [P, ...] tensors (updated in place). State per parameter:
+    ``exp_avg``, ``exp_avg_sq`` (like it) and ``steps`` [P] (its updates per member; float64:
+    exact counts)."""
 
     def __init__(self, params: dict[str, Tensor], betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
@@ -33,23 +36,25 @@ class StackedAdam:
         self.members = first.shape[0]
         self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.steps = torch.zeros(self.members, dtype=torch.float64, device=first.device)
+        self.steps = {k: torch.zeros(self.members, dtype=torch.float64, device=first.device)
+                      for k in params}
 
     @torch.no_grad()
     def step(self, grads: dict[str, Optional[Tensor]], lr: Tensor, active: Optional[Tensor] = None) -> None:
         """One update of every member with ``lr`` [P]; members where ``active`` [P] (bool) is
         False keep their weights and state. Parameters without a gradient are left alone."""
         b1, b2 = self.betas
-        inc = torch.ones_like(self.steps) if active is None else active.to(self.steps.dtype)
-        self.steps.add_(inc)
-        step = self.steps.clamp_min(1.0)
-        bc1 = 1.0 - torch.pow(b1, step)
-        bc2_sqrt = torch.sqrt(1.0 - torch.pow(b2, step))
-        step_size = (lr.to(torch.float64) / bc1)
+        inc = (torch.ones(self.members, dtype=torch.float64, device=lr.device) if active is None
+               else active.to(torch.float64))
+        lr = lr.to(torch.float64)
         for name, p in self.params.items():
             g = grads.get(name)
             if g is None:
                 continue
+            step = self.steps[name].add_(inc).clamp_min(1.0)
+            bc1 = 1.0 - torch.pow(b1, step)
+            bc2_sqrt = torch.sqrt(1.0 - torch.pow(b2, step))
+            step_size = lr / bc1
             if self.weight_decay != 0.0:
                 g = g.add(p, alpha=self.weight_decay)
             m = self.exp_avg[name].lerp(g, 1.0 - b1)
