@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     rows = []
     # trials: each member its own model, one after another.
     n = args.trials_members
-    members = [build_member(spec, sessions, m, hp(m)) for m in range(n)]
+    data: dict = {}  # one copy of the data for all members, as a worker keeps it
+    members = [build_member(spec, sessions, m, hp(m), data=data) for m in range(n)]
     for t in members:
         train_member(t, 1)
     sync()
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        trainers = [build_member(spec, sessions, m, hp(m)) for m in range(size)]
+        trainers = [build_member(spec, sessions, m, hp(m), data=data) for m in range(size)]
         group = StackedTrainer(trainers, "member", log=print, graphs=graphs)
         group.check()
         train_stacked(group, 1)
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     for engine, size, rate, ratio, peak in rows:
         print(f"{engine:<8} {size:>7} {rate:>16.3f} {ratio:>9.2f}x {peak:>13.2f}")
     if cuda:
-        per = member_memory(lambda: build_member(spec, sessions, 0, hp(0)))
+        per = member_memory(lambda: build_member(spec, sessions, 0, hp(0), data=data))
         free = torch.cuda.mem_get_info()[0]
         print(f"one member adds {per / 2**20:.0f} MiB per step; with {free / 2**30:.1f} GiB free a "
               f"worker would stack {group_size(10**6, per, free)} members")

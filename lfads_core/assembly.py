@@ -130,19 +130,30 @@ def check_components(spec: Spec, sessions: Sequence[Dataset], model: LFADS, augs
 
 
 def training_batches(spec: Spec, sessions: Sequence[Dataset], device: torch.device,
-                     drop_last: bool = False) -> tuple[SessionBatches, SessionBatches]:
+                     drop_last: bool = False, shared: Optional[dict] = None
+                     ) -> tuple[SessionBatches, SessionBatches]:
     """The training and validation batches of every session (training: sessions weighted by
     ``data.session_weights``, without ragged batches when ``drop_last``; validation: every
     trial once). On a GPU the data live there when they take at most half its free memory;
-    otherwise they stay in pinned host memory and each batch is copied over."""
-    splits = {name: [to_tensors(ds.splits[name], session=i) for i, ds in enumerate(sessions)]
-              for name in ("train", "valid")}
-    target = None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        fits = sum(t.nbytes for ts in splits.values() for t in ts) <= free // 2
-        splits = {k: [t.to(device, pin=not fits) for t in ts] for k, ts in splits.items()}
-        target = None if fits else device
+    otherwise they stay in pinned host memory and each batch is copied over.
+
+    ``shared``: a dict the caller keeps for calls with the same ``sessions`` (the members of a
+    population in one process): their tensors are made, and moved to the device, once and then
+    shared (batches only read them), instead of one copy per member."""
+    key = str(device)
+    if shared is not None and key in shared:
+        splits, target = shared[key]
+    else:
+        splits = {name: [to_tensors(ds.splits[name], session=i) for i, ds in enumerate(sessions)]
+                  for name in ("train", "valid")}
+        target = None
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            fits = sum(t.nbytes for ts in splits.values() for t in ts) <= free // 2
+            splits = {k: [t.to(device, pin=not fits) for t in ts] for k, ts in splits.items()}
+            target = None if fits else device
+        if shared is not None:
+            shared[key] = splits, target
     bs = spec.data.batch_size
     return (SessionBatches(splits["train"], bs, spec.data.session_weights, drop_last, target),
             SessionBatches(splits["valid"], bs, device=target))

@@ -335,6 +335,27 @@ def test_a_resumed_stacked_population_computes_what_an_uninterrupted_one_does(tm
                                     for i, r in enumerate(uninterrupted[m]["rows"])]
 
 
+def test_the_members_of_a_process_share_one_copy_of_the_data(tmp_path):
+    """Batches only read the data tensors: a worker's members (P of them on one GPU) hold one
+    copy, not P, and training leaves it unchanged."""
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.runners import Host
+
+    _, spec = _spec(tmp_path, {"engine": "stacked"})
+    host = Host(spec, load_data(spec))
+    for m in range(3):
+        host.create(m, {})
+    sources = [t.train_batches.data[0] for t in host.members.values()]
+    assert len({s.encod.data_ptr() for s in sources}) == 1
+    assert len({t.valid_batches.data[0].recon.data_ptr() for t in host.members.values()}) == 1
+    before = sources[0].encod.clone()
+    host.train_all(1)
+    assert torch.equal(sources[0].encod, before)
+    other = Host(spec, host.sessions)  # another process's members have their own
+    other.create(0, {})
+    assert other.members[0].train_batches.data[0].encod.data_ptr() != sources[0].encod.data_ptr()
+
+
 def test_group_size_from_memory():
     assert group_size(6) == 6
     assert group_size(6, per_member=2 << 30, free=10 << 30) == 3  # 0.7 * 10 GiB / 2 GiB

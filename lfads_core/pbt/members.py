@@ -54,15 +54,17 @@ def member_seed(spec: Spec, member: int) -> int:
 
 def build_member(spec: Spec, sessions: Sequence[Dataset], member: int, hparams: dict[str, float],
                  cache: Optional[InitCache] = None, log: Callable[[str], None] = lambda s: None,
-                 device: Optional[str] = None) -> Trainer:
+                 device: Optional[str] = None, data: Optional[dict] = None) -> Trainer:
     """Member ``member``'s Trainer: weights, batch order and augmentations from its own seed,
-    ``hparams`` applied, on ``device`` (default: the spec's)."""
+    ``hparams`` applied, on ``device`` (default: the spec's). ``data``: a dict kept for the
+    members of one process, which then share one copy of the data tensors
+    (:func:`~lfads_core.assembly.training_batches`)."""
     own = attrs.evolve(spec, train=attrs.evolve(spec.train, seed=member_seed(spec, member)))
     dev = resolve_device(device or spec.train.device)
     model, augs = make_model(own, sessions, cache)
     model.to(dev)
     graphs = use_graphs(spec.train.cuda_graphs, dev)
-    train, valid = training_batches(own, sessions, dev, drop_last=graphs)
+    train, valid = training_batches(own, sessions, dev, drop_last=graphs, shared=data)
     trainer = Trainer(model, augs, train, valid, own.train, log=log, graphs=graphs)
     trainer.set_hparams(hparams)
     return trainer

@@ -78,6 +78,7 @@ class Host:
         self.members = {}
         self.rng: dict[int, torch.Tensor] = {}
         self.cache = InitCache()
+        self.data: dict = {}  # the data tensors, one copy for all members (build_member)
         self.engine: Optional[str] = None  # resolved for the members' device at the first train
         self.groups: Optional[list[tuple[list[int], StackedTrainer]]] = None
         self.warning: Optional[str] = None  # handed to the controller with the next results
@@ -95,7 +96,8 @@ class Host:
     def create(self, member: int, hparams: dict[str, float]) -> None:
         self.groups = None  # stacked groups are formed again over the current members
         outside = torch.get_rng_state()
-        self.members[member] = build_member(self.spec, self.sessions, member, hparams, self.cache, self.log)
+        self.members[member] = build_member(self.spec, self.sessions, member, hparams, self.cache,
+                                            self.log, data=self.data)
         self.rng[member] = torch.get_rng_state()  # seeded by the member's seed in build_member
         torch.set_rng_state(outside)
 
@@ -137,7 +139,7 @@ class Host:
         if size is None and first.device.type == "cuda":
             with torch.random.fork_rng(devices):
                 per = member_memory(lambda: build_member(self.spec, self.sessions, ids[0],
-                                                         first.hparams, self.cache))
+                                                         first.hparams, self.cache, data=self.data))
             free, total = torch.cuda.mem_get_info(first.device)
             held = torch.cuda.memory_reserved(first.device)
             size = group_size(len(ids), per,
