@@ -41,7 +41,8 @@ _EXPORTS = {
     "SynthDataset": "hooks", "make_lorenz": "data.synth", "positive_int": "hooks",
     "positive_float": "hooks", "SessionData": "components", "InitContext": "components",
     "InitCache": "components", "load_spec": "spec.load", "load_session_data": "assembly",
-    "dropout": "model.dropout", "to_device": "device", "load_run": "api", "Run": "api", "Inference": "api",
+    "dropout": "model.dropout", "to_device": "device", "load_run": "api", "Run": "api",
+    "Inference": "api",
 }
 
 __all__ = sorted(_EXPORTS)
