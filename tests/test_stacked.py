@@ -41,6 +41,18 @@ def _no_augmentations(trainers):
         t.augmentations, t.aug_rngs = [], []
 
 
+def _two_sessions(tmp_path, spec):
+    """``spec`` over two sessions (copies of its data file, day1.h5 and day2.h5), shared batches."""
+    import shutil
+
+    import attrs
+
+    for name in ("day1.h5", "day2.h5"):
+        shutil.copy(spec.data.path, tmp_path / name)
+    return attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")),
+                        pbt=attrs.evolve(spec.pbt, stacked_batches="shared"))
+
+
 @pytest.mark.parametrize("P", [1, 3])
 def test_a_member_of_the_stack_computes_the_single_models_loss_and_gradients(tmp_path, P):
     _, _, trainers = _members(tmp_path, P, [{"model.dropout_rate": 0.0, "train.kl.ic_scale": 1e-3 * (m + 1)}
@@ -108,18 +120,11 @@ def test_stacked_steps_over_several_sessions_equal_each_members_own_steps(tmp_pa
     """Shared batches of two sessions: a step trains one session's readin and readout; the
     other session's are left alone (no Adam step, momentum or step count), as in the single
     model, so the weights and Adam states after alternating steps equal the single models'."""
-    import shutil
-
-    import attrs
-
     from lfads_core.assembly import load_data
     from lfads_core.pbt.members import build_member
 
     hp = [{"model.dropout_rate": 0.0, "train.lr": 0.01}, {"model.dropout_rate": 0.0, "train.lr": 0.002}]
-    _, spec = _spec(tmp_path, {"engine": "stacked"})
-    for name in ("day1.h5", "day2.h5"):
-        shutil.copy(spec.data.path, tmp_path / name)
-    spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")))
+    spec = _two_sessions(tmp_path, _spec(tmp_path, {"engine": "stacked"})[1])
     sessions = load_data(spec)
     trainers = [build_member(spec, sessions, m, hp[m]) for m in range(2)]
     single = [build_member(spec, sessions, m, hp[m]) for m in range(2)]
@@ -302,19 +307,13 @@ def test_a_resumed_stacked_population_computes_what_an_uninterrupted_one_does(tm
     kept from earlier steps once moved the other session's weights): the next generation's
     numbers are those of the uninterrupted run."""
     import copy
-    import shutil
-
-    import attrs
 
     from lfads_core.assembly import load_data
     from lfads_core.pbt.runners import Host
 
     _, spec = _spec(tmp_path, {"engine": "stacked"})
     if n_sessions == 2:
-        for name in ("day1.h5", "day2.h5"):
-            shutil.copy(spec.data.path, tmp_path / name)
-        spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")),
-                            pbt=attrs.evolve(spec.pbt, stacked_batches="shared"))
+        spec = _two_sessions(tmp_path, spec)
     sessions = load_data(spec)
     assert len(sessions) == n_sessions
     hparams = {0: {"train.lr": 0.004}, 1: {"train.lr": 0.002}, 2: {"train.lr": 0.003}}
@@ -418,17 +417,10 @@ def test_stacked_population_through_the_cli_writes_outputs_and_resumes(tmp_path)
 def test_shared_batches_train_several_sessions_stacked(tmp_path):
     """Multisession: each step holds one session for every member; every member's readouts of
     both sessions train."""
-    import shutil
-
-    import attrs
-
     from lfads_core.assembly import load_data
     from lfads_core.pbt.members import build_member, train_stacked
 
-    _, spec = _spec(tmp_path, {"engine": "stacked"})
-    for name in ("day1.h5", "day2.h5"):
-        shutil.copy(spec.data.path, tmp_path / name)
-    spec = attrs.evolve(spec, data=attrs.evolve(spec.data, path=str(tmp_path / "day*.h5")))
+    spec = _two_sessions(tmp_path, _spec(tmp_path, {"engine": "stacked"})[1])
     sessions = load_data(spec)
     assert len(sessions) == 2
     trainers = [build_member(spec, sessions, m, {}) for m in range(2)]

@@ -77,15 +77,20 @@ def test_compiled_encoder_equals_autograd(autograd_path):
     _assert_same(got, want)
 
 
-def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_path):
-    def broken(fn, **kwargs):
+def _compiled_calls_raise(monkeypatch, error: Exception) -> None:
+    """torch.compile's functions raise ``error`` when called; nothing compiled or failed yet."""
+    def compile_(fn, **kwargs):
         def call(*args):
-            raise RuntimeError("Cannot find a working triton installation")
+            raise error
         return call
 
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", compile_)
     monkeypatch.setattr(steps, "_compiled", {})
     monkeypatch.setattr(steps, "_failed", {})
+
+
+def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_path):
+    _compiled_calls_raise(monkeypatch, RuntimeError("Cannot find a working triton installation"))
     config = GRUGeneratorConfig(12, 0, 0, 6)
     want = generator_case(config, 0, False, 0.0, True, steps=3)
     with _compiled(GRUGenerator, True):
@@ -127,14 +132,7 @@ def test_any_component_declaring_the_attribute_gets_the_switch():
 
 
 def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_failed_compile(monkeypatch):
-    def oom(fn, **kwargs):
-        def call(*args):
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return call
-
-    monkeypatch.setattr(torch, "compile", oom)
-    monkeypatch.setattr(steps, "_compiled", {})
-    monkeypatch.setattr(steps, "_failed", {})
+    _compiled_calls_raise(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"))
     x = torch.zeros(2, 6)
     with pytest.raises(torch.OutOfMemoryError):
         steps.run(steps.gru_cell, x, x[:, :3], x[:, :3], torch.zeros(3, 6), torch.zeros(3, 3), 5.0)
@@ -144,14 +142,7 @@ def test_out_of_memory_in_a_compiled_step_is_not_taken_for_a_failed_compile(monk
 def test_a_failure_while_a_cuda_graph_is_captured_is_not_taken_for_a_failed_compile(monkeypatch):
     """Capturing is then broken, not compiling: the error goes to the graphs' fallback and the
     steps stay compiled for the eager steps after it."""
-    def capture_error(fn, **kwargs):
-        def call(*args):
-            raise RuntimeError("operation not permitted when stream is capturing")
-        return call
-
-    monkeypatch.setattr(torch, "compile", capture_error)
-    monkeypatch.setattr(steps, "_compiled", {})
-    monkeypatch.setattr(steps, "_failed", {})
+    _compiled_calls_raise(monkeypatch, RuntimeError("operation not permitted when stream is capturing"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     x = torch.zeros(2, 6)
