@@ -6,6 +6,7 @@ when they cannot be built."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -215,6 +216,24 @@ def test_build_folder_depends_on_the_source(monkeypatch, tmp_path):
     changed.write_text(fused._SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(fused, "_SOURCE", changed)
     assert fused.build_dir() != first
+    other = tmp_path / "checkout" / "lfads_cpu.cpp"  # the same source in another checkout
+    other.parent.mkdir()
+    other.write_text(changed.read_text())
+    folder = fused.build_dir()
+    monkeypatch.setattr(fused, "_SOURCE", other)
+    assert fused.build_dir() != folder  # torch's build file names the source's path
+
+
+def test_the_loaded_library_is_in_the_folder_build_dir_names():
+    """torch's loader appends its link flags to the lists it gets: ours must stay as they were,
+    or the folder's name (which hashes them) changes after the first load."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("no /proc/self/maps (not Linux)")
+    assert fused._BUILDS[0] == (["-O3", "-fopenmp"], ["-fopenmp"])
+    loaded = [line.split()[-1] for line in maps.read_text().splitlines()
+              if line.endswith("lfads_cpu.so")]
+    assert loaded and Path(loaded[0]).parent == fused.build_dir(create=False)
 
 
 @pytest.fixture

@@ -65,8 +65,9 @@ def _build(cflags: list[str], ldflags: list[str]) -> None:
     if not (where / "lfads_cpu.so").exists():
         print("lfads: compiling the fused CPU kernels (once per version, ~15 s)",
               file=sys.stderr, flush=True)
-    build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False, extra_cflags=cflags,
-          extra_ldflags=ldflags, build_directory=str(where), verbose=False)
+    # Copies: torch appends its own flags to the lists it is given (the folder's key would change).
+    build(name="lfads_cpu", sources=[str(_SOURCE)], is_python_module=False, extra_cflags=list(cflags),
+          extra_ldflags=list(ldflags), build_directory=str(where), verbose=False)
 
 
 def _reason(err: Exception) -> str:
@@ -79,11 +80,13 @@ def _reason(err: Exception) -> str:
 
 
 def build_dir(create: bool = True, flags=_BUILDS[0]) -> Path:
-    """Where the kernels are built: a folder per source version, compiler flags, torch and
-    Python, so that two checkouts (or versions) never rebuild each other's library."""
+    """Where the kernels are built: a folder per source file (its place and contents), compiler
+    flags, torch and Python, so that two checkouts (or versions) never rebuild each other's
+    library (torch's build file names the source's path: a shared folder was rebuilt whenever
+    the other checkout loaded it)."""
     key = hashlib.sha1()
-    for part in (_SOURCE.read_bytes(), repr(tuple(flags)).encode(), torch.__version__.encode(),
-                 sys.version.encode()):
+    for part in (str(_SOURCE.resolve()).encode(), _SOURCE.read_bytes(), repr(tuple(flags)).encode(),
+                 torch.__version__.encode(), sys.version.encode()):
         key.update(part)
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     path = Path(root) / f"lfads_cpu_{key.hexdigest()[:16]}"
