@@ -1,7 +1,10 @@
 """Member-epochs per second of the two population engines on the Lorenz spec: ``trials`` (the
 members one after another, each its own model) and ``stacked`` (one model with a member
 dimension), for populations of the sizes given; peak GPU memory on CUDA and the group size the
-stacked engine would choose from the GPU's memory. Prints a table. Run on a quiet machine:
+stacked engine would choose from the GPU's memory. On CUDA the trials engine is timed eagerly
+(issue 11's baseline: the members one after another, eagerly) and with CUDA graphs (as it runs
+there by default), and each stacked rate is given against both. Prints a table. Run on a quiet
+machine:
 
     .venv/bin/python benchmarks/pbt_engine.py                       # CPU, population 4
     .venv/bin/python benchmarks/pbt_engine.py --device cuda --sizes 1,8,32,64,128
@@ -29,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--trials-members", type=int, default=4,
                    help="members the trials engine is timed with (its rate does not depend on P)")
     args = p.parse_args(argv)
+    import attrs
     import torch
 
     from lfads_core.assembly import load_data, set_threads
@@ -56,24 +60,42 @@ def main(argv=None) -> int:
         return {"train.lr": 0.004 * (1 + 0.05 * m), "model.dropout_rate": 0.05 + 0.01 * (m % 5)}
 
     rows = []
-    # trials: each member its own model, one after another.
-    n = args.trials_members
     data: dict = {}  # one copy of the data for all members, as a worker keeps it
-    members = [build_member(spec, sessions, m, hp(m), data=data) for m in range(n)]
-    for t in members:
-        train_member(t, 1)
-    sync()
-    start = time.perf_counter()
-    for t in members:
-        train_member(t, args.epochs)
-    sync()
-    trials_rate = n * args.epochs / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    rows.append(("trials", n, trials_rate, 1.0, peak))
-    print(f"trials: {trials_rate:.3f} member-epochs/s", flush=True)
-    del members
-    gc.collect()  # trainers and their step graphs refer to each other: freed by the collector
     graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
+
+    def time_trials(graphs_setting: str) -> float:
+        """trials: each member its own model, one after another; member-epochs per second."""
+        own = attrs.evolve(spec, train=attrs.evolve(spec.train, cuda_graphs=graphs_setting))
+        n = args.trials_members
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        members = [build_member(own, sessions, m, hp(m), data=data) for m in range(n)]
+        for t in members:
+            train_member(t, 1)
+        sync()
+        start = time.perf_counter()
+        for t in members:
+            train_member(t, args.epochs)
+        sync()
+        rate = n * args.epochs / (time.perf_counter() - start)
+        del members
+        gc.collect()  # trainers and their step graphs refer to each other: freed by the collector
+        return rate
+
+    # The baseline of issue 11: members one after another, eagerly; on CUDA with graphs also
+    # the trials engine as it runs there (graphs per member).
+    trials_rate = time_trials("off" if cuda else spec.train.cuda_graphs)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    name = "trials, eager" if cuda else "trials"
+    rows.append((name, args.trials_members, trials_rate, 1.0, float("nan"), peak))
+    print(f"{name}: {trials_rate:.3f} member-epochs/s", flush=True)
+    graphs_rate = float("nan")
+    if graphs:
+        graphs_rate = time_trials(spec.train.cuda_graphs)
+        rows.append(("trials, graphs", args.trials_members, graphs_rate, graphs_rate / trials_rate, 1.0,
+                     torch.cuda.max_memory_allocated() / 2**30))
+        print(f"trials, graphs: {graphs_rate:.3f} member-epochs/s", flush=True)
     for size in sizes:
         if cuda:
             torch.cuda.empty_cache()
@@ -88,16 +110,18 @@ def main(argv=None) -> int:
         sync()
         rate = size * args.epochs / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-        rows.append(("stacked", size, rate, rate / trials_rate, peak))
-        print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x), "
+        rows.append(("stacked", size, rate, rate / trials_rate, rate / graphs_rate, peak))
+        print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x"
+              f"{f', {rate / graphs_rate:.2f}x trials with graphs' if graphs else ''}), "
               f"peak GPU {peak:.2f} GiB", flush=True)
         del group, trainers
         gc.collect()  # this size's graphs and data, before the next size is measured
     print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
           f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}")
-    print(f"{'engine':<8} {'members':>7} {'member-epochs/s':>16} {'vs trials':>10} {'peak GPU GiB':>13}")
-    for engine, size, rate, ratio, peak in rows:
-        print(f"{engine:<8} {size:>7} {rate:>16.3f} {ratio:>9.2f}x {peak:>13.2f}")
+    print(f"{'engine':<15} {'members':>7} {'member-epochs/s':>16} {'vs ' + rows[0][0]:>16} "
+          f"{'vs trials, graphs':>18} {'peak GPU GiB':>13}")
+    for engine, size, rate, ratio, ratio_graphs, peak in rows:
+        print(f"{engine:<15} {size:>7} {rate:>16.3f} {ratio:>15.2f}x {ratio_graphs:>17.2f}x {peak:>13.2f}")
     if cuda:
         per = member_memory(lambda: build_member(spec, sessions, 0, hp(0), data=data))
         free = torch.cuda.mem_get_info()[0]
