@@ -230,7 +230,6 @@ def test_the_loaded_library_is_in_the_folder_build_dir_names():
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("no /proc/self/maps (not Linux)")
-    assert fused._BUILDS[0] == (["-O3", "-fopenmp"], ["-fopenmp"])
     loaded = [line.split()[-1] for line in maps.read_text().splitlines()
               if line.endswith("lfads_cpu.so")]
     assert loaded and Path(loaded[0]).parent == fused.build_dir(create=False)

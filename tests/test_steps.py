@@ -103,17 +103,25 @@ def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_
     _assert_same(got[0] + list(got[1]), want[0] + list(want[1]))
 
 
-def test_the_spec_switches_the_core_components(tmp_path):
+def _lorenz_model(tmp_path, compile_: str):
+    """The model of examples/lorenz.yaml with ``train.compile: compile_`` on tiny Lorenz data:
+    (model, sessions)."""
     from lfads_core.assembly import load_data, make_model
     from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.spec.load import load_spec
 
     data = tmp_path / "l.h5"
-    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
+    if not data.exists():
+        write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
     spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
+    spec = load_spec(spec_path, [f"data.path={data}", f"train.compile={compile_}"], out=str(tmp_path))
+    sessions = load_data(spec)
+    return make_model(spec, sessions)[0], sessions
+
+
+def test_the_spec_switches_the_core_components(tmp_path):
     for value, want in (("on", True), ("off", False)):
-        spec = load_spec(spec_path, [f"data.path={data}", f"train.compile={value}"], out=str(tmp_path))
-        model, _ = make_model(spec, load_data(spec))
+        model, _ = _lorenz_model(tmp_path, value)
         flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
         assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
     assert GRUGenerator.compile_steps is False and StackedGRU.compile_steps is False  # classes untouched
@@ -152,18 +160,10 @@ def test_a_failure_while_a_cuda_graph_is_captured_is_not_taken_for_a_failed_comp
 
 
 def test_posterior_sampling_runs_the_steps_uncompiled(tmp_path, monkeypatch, autograd_path):
-    from lfads_core.assembly import load_data, make_model
     from lfads_core.data.batches import to_tensors
-    from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.output.sample import posterior_sample
-    from lfads_core.spec.load import load_spec
 
-    data = tmp_path / "l.h5"
-    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
-    spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
-    spec = load_spec(spec_path, [f"data.path={data}", "train.compile=on"], out=str(tmp_path))
-    sessions = load_data(spec)
-    model, _ = make_model(spec, sessions)
+    model, sessions = _lorenz_model(tmp_path, "on")
 
     def compiled(fn, *args):
         raise AssertionError(f"sampling ran {fn.__name__} compiled")

@@ -136,8 +136,7 @@ class SessionBatches:
             yield _batch(self.data[s], idx, self.device, index)
 
 
-def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device] = None,
-           index: Optional[Tensor] = None) -> Batch:
+def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device], index: Tensor) -> Batch:
     """The trials ``idx`` (on the data's device) of ``data`` as a Batch on ``device``;
     ``Batch.index`` is ``index``, the same trials on the CPU (what augmentations read on the
     host without waiting for the device)."""
@@ -147,4 +146,4 @@ def _batch(data: TensorSplit, idx: Tensor, device: Optional[torch.device] = None
     return Batch(encod=move(data.encod[idx]), recon=move(data.recon[idx]), loss_mask=mask,
                  grad_mask=torch.ones_like(mask, dtype=torch.bool),
                  ext=move(data.ext[idx]) if data.ext is not None else None,
-                 session=data.session, index=idx.cpu() if index is None else index)
+                 session=data.session, index=index)

@@ -3,8 +3,8 @@
 On a CPU the LFADS step is bound by the cost of some 50 small tensor operations per time bin,
 forward and backward, not by arithmetic. The C++ kernels run the whole time loop of the encoder
 GRUs and of the decoder (controller -> inferred input -> generator -> factors) with one loop per
-step for the elementwise work and oneDNN's brgemm or torch's BLAS for the matrix products; the weight gradients are
-one matrix product over all steps.
+step for the elementwise work and oneDNN's brgemm or torch's BLAS for the matrix products; the
+weight gradients are one matrix product over all steps.
 
 They are compiled on first use with torch's extension loader (a C++ compiler and ninja are
 needed; the result is cached in a folder per source version, by default under

@@ -95,7 +95,7 @@ def uncompiled(model: torch.nn.Module):
     """The steps of ``model`` uncompiled inside the block, as they were after it. Posterior
     sampling runs so: its passes are batch sizes (and an inference mode) training never saw, and
     compiling each would take longer than the pass."""
-    switched = [m for m in model.modules() if hasattr(type(m), "compile_steps")]
+    switched = _switchable(model)
     before = [m.compile_steps for m in switched]
     try:
         for m in switched:
@@ -109,9 +109,13 @@ def uncompiled(model: torch.nn.Module):
 def compile_steps(model: torch.nn.Module, on: bool) -> None:
     """Switch the compiled steps of every component of ``model`` that has them (the core's GRU
     generator and stacked encoder GRUs: a ``compile_steps`` class attribute) on or off."""
-    for module in model.modules():
-        if hasattr(type(module), "compile_steps"):
-            module.compile_steps = on
+    for module in _switchable(model):
+        module.compile_steps = on
+
+
+def _switchable(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of ``model`` whose class declares ``compile_steps``."""
+    return [m for m in model.modules() if hasattr(type(m), "compile_steps")]
 
 
 def usable(x: Tensor) -> bool:

@@ -330,11 +330,9 @@ def member_memory(trainer_factory: Callable[[], Trainer]) -> int:
     group._step(stack_batches([batch]), True)
     torch.cuda.synchronize(t.device)
     peak = torch.cuda.max_memory_allocated(t.device) - before
-    device = t.device
     del group, t
     gc.collect()  # a trainer and its step graphs refer to each other: freed by the collector only
     torch.cuda.empty_cache()
-    torch.cuda.synchronize(device)
     return int(peak)
 
 
