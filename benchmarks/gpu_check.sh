@@ -9,7 +9,7 @@ set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT" /tmp/site
 python3 -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site MPLBACKEND=Agg
+export PYTHONPATH=/tmp/site MPLBACKEND=Agg PYTHONUNBUFFERED=1
 # The fused CPU kernels are not used on a GPU: do not spend device time compiling them.
 export LFADS_FUSED_CPU=0
 for p in . plugins/lfads_spikes lfads_calcium lfads_emg plugins/lfads_multisession; do
@@ -21,11 +21,14 @@ python3 -c "import triton; print('triton', triton.__version__)" || echo "no trit
 PARTS=${PARTS:-speed,engine,tests}
 if [[ $PARTS == *speed* ]]; then
   timeout "${BENCH_TIMEOUT:-220}" python3 benchmarks/train_speed.py --device cuda --epochs "${EPOCHS:-4}" \
-    --modes "${MODES:-eager,graphs,compiled}" 2>&1 | tail -30 | tee "$OUT/speed.txt"
+    --modes "${MODES:-eager,graphs,compiled}" >"$OUT/speed.txt" 2>&1
+  tail -30 "$OUT/speed.txt"
 fi
 if [[ $PARTS == *engine* ]]; then
-  timeout "${ENGINE_TIMEOUT:-180}" python3 benchmarks/pbt_engine.py --device cuda --sizes "${SIZES:-1,8,32,64,128}" --trials-members 2 2>&1 | tail -20 | tee "$OUT/engine.txt"
+  timeout "${ENGINE_TIMEOUT:-180}" python3 benchmarks/pbt_engine.py --device cuda --sizes "${SIZES:-1,8,32,64,128}" --trials-members 2 >"$OUT/engine.txt" 2>&1
+  tail -20 "$OUT/engine.txt"
 fi
 if [[ $PARTS == *tests* ]]; then
-  timeout "${TEST_TIMEOUT:-170}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -40 | tee "$OUT/cuda_tests.txt"
+  timeout "${TEST_TIMEOUT:-170}" python3 -m pytest -q -p no:cacheprovider -rfEs --durations=8 tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1
+  tail -60 "$OUT/cuda_tests.txt"
 fi
