@@ -45,3 +45,27 @@ def test_dropout_off_and_on():
     assert abs((y > 0).double().mean().item() - 0.7) < 0.01
     z = dropout(x, torch.tensor(0.3), True)  # tensor rate: no host read, masks always drawn
     assert abs((z > 0).double().mean().item() - 0.7) < 0.01
+
+
+@pytest.mark.parametrize("dtype_view", ["works", "refused"])
+def test_masks_under_vmap_differ_per_member_also_where_a_dtype_view_is_refused(monkeypatch, dtype_view):
+    """The stacked engine draws each member's masks under ``vmap(randomness="different")`` with
+    a per-member rate. torch 2.11 refuses a dtype view there (seen on the GPU machine):
+    ``RuntimeError: Batching rule not implemented for aten::view.dtype``; the masks must still be
+    drawn, at each member's rate."""
+    if dtype_view == "refused":
+        view = torch.Tensor.view
+
+        def no_dtype_view(self, *args, **kwargs):
+            if args and isinstance(args[0], torch.dtype):
+                raise RuntimeError("Batching rule not implemented for aten::view.dtype")
+            return view(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "view", no_dtype_view)
+    torch.manual_seed(2)
+    rates = torch.tensor([0.1, 0.5, 0.5])
+    masks = torch.func.vmap(lambda p, x: keep_mask((300, 200), p, x), randomness="different")(
+        rates, torch.zeros(3, 1))
+    kept = (masks > 0).double().mean(dim=(1, 2))
+    torch.testing.assert_close(kept, 1 - rates.double(), atol=0.01, rtol=0)
+    assert not torch.equal(masks[1], masks[2])

@@ -15,15 +15,24 @@ import torch
 from torch import Tensor
 
 
+def uniform16(n: int) -> Tensor:
+    """``n`` int16 uniform on [-32768, 32767] from the CPU generator: four from each 64-bit draw.
+    Under ``torch.func.vmap`` (the stacked engine) torch before 2.13 has no rule for viewing a
+    tensor as another dtype (seen with 2.11); there they are drawn as int16 directly (2x slower)."""
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    try:
+        return words.view(torch.int16)[:n]
+    except RuntimeError:
+        return torch.randint(-32768, 32768, (n,), dtype=torch.int16)
+
+
 def keep_mask(shape: tuple[int, ...], p: float | Tensor, like: Tensor) -> Tensor:
     """Scaled dropout mask of ``shape`` in ``like``'s dtype and device: 1/(1 − p) with probability
     1 − p, else 0. ``p`` is a float or a 0-d tensor (read on the device, never on the host)."""
     if like.device.type != "cpu":
         keep = torch.rand(shape, dtype=like.dtype, device=like.device) >= p
         return keep.to(like.dtype) / (1.0 - p)
-    n = math.prod(shape)
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-    bits = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
+    bits = uniform16(math.prod(shape)).view(shape)
     keep = bits >= p * 65536.0 - 32768.0
     return keep.to(like.dtype) / (1.0 - p)
 
