@@ -63,9 +63,10 @@ def main(argv=None) -> int:
     data: dict = {}  # one copy of the data for all members, as a worker keeps it
     graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
 
-    def time_trials(graphs_setting: str) -> float:
+    def time_trials(graphs_setting: str, compile_setting: str) -> float:
         """trials: each member its own model, one after another; member-epochs per second."""
-        own = attrs.evolve(spec, train=attrs.evolve(spec.train, cuda_graphs=graphs_setting))
+        own = attrs.evolve(spec, train=attrs.evolve(spec.train, cuda_graphs=graphs_setting,
+                                                    compile=compile_setting))
         n = args.trials_members
         if cuda:
             torch.cuda.empty_cache()
@@ -83,16 +84,18 @@ def main(argv=None) -> int:
         gc.collect()  # trainers and their step graphs refer to each other: freed by the collector
         return rate
 
-    # The baseline of issue 11: members one after another, eagerly; on CUDA with graphs also
-    # the trials engine as it runs there (graphs per member).
-    trials_rate = time_trials("off" if cuda else spec.train.cuda_graphs)
+    # The baseline of issue 11: members one after another, eagerly (neither graphs nor compiled
+    # steps); on CUDA with graphs also the trials engine as it runs there by default (graphs and,
+    # with train.compile: auto, compiled steps per member).
+    trials_rate = time_trials("off" if cuda else spec.train.cuda_graphs,
+                              "off" if cuda else spec.train.compile)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     name = "trials, eager" if cuda else "trials"
     rows.append((name, args.trials_members, trials_rate, 1.0, float("nan"), peak))
     print(f"{name}: {trials_rate:.3f} member-epochs/s", flush=True)
     graphs_rate = float("nan")
     if graphs:
-        graphs_rate = time_trials(spec.train.cuda_graphs)
+        graphs_rate = time_trials(spec.train.cuda_graphs, spec.train.compile)
         rows.append(("trials, graphs", args.trials_members, graphs_rate, graphs_rate / trials_rate, 1.0,
                      torch.cuda.max_memory_allocated() / 2**30))
         print(f"trials, graphs: {graphs_rate:.3f} member-epochs/s", flush=True)
@@ -117,7 +120,8 @@ def main(argv=None) -> int:
         del group, trainers
         gc.collect()  # this size's graphs and data, before the next size is measured
     print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
-          f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}")
+          f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}"
+          f"{'; trials, graphs: compiled steps too (train.compile: ' + spec.train.compile + ')' if graphs else ''}")
     print(f"{'engine':<15} {'members':>7} {'member-epochs/s':>16} {'vs ' + rows[0][0]:>16} "
           f"{'vs trials, graphs':>18} {'peak GPU GiB':>13}")
     for engine, size, rate, ratio, ratio_graphs, peak in rows:

@@ -16,6 +16,7 @@ from .data.h5 import Dataset, check_support, load_dataset
 from .data.sanity import data_warnings
 from .data.sessions import check_sessions, session_files
 from .data.stats import DataStats
+from .device import resolve_device, use_compile
 from .errors import DataError, LfadsError, PluginError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
@@ -90,11 +91,13 @@ def load_session_data(spec: Spec) -> list[SessionData]:
     return session_data(load_data(spec))
 
 
-def make_model(spec: Spec, sessions: Sequence[Dataset], cache: Optional[InitCache] = None
-               ) -> tuple[LFADS, list]:
+def make_model(spec: Spec, sessions: Sequence[Dataset], cache: Optional[InitCache] = None,
+               device: Optional[torch.device] = None) -> tuple[LFADS, list]:
     """The model and the augmentations. Readout biases start from each session's training data
     (the reconstruction's ``init_params``); then the readin and readout classes initialise
-    themselves from the data (``init_from_data``, e.g. PCR), with results kept in ``cache``."""
+    themselves from the data (``init_from_data``, e.g. PCR), with results kept in ``cache``.
+    The model stays on the CPU; ``device`` (default: ``train.device``'s) is where it will train,
+    which decides ``train.compile: auto``."""
     torch.manual_seed(spec.train.seed)
     data = session_data(sessions)
     model = build_model(spec.model, [session_shape(ds) for ds in sessions], [d.stats for d in data])
@@ -110,8 +113,16 @@ def make_model(spec: Spec, sessions: Sequence[Dataset], cache: Optional[InitCach
             who = registry.lookup(comp.kind, comp.name).who
             raise PluginError(f"model.{key}: {who}: init_from_data failed: "
                               f"{type(exc).__name__}: {exc}") from None
-    compile_steps(model, spec.train.compile == "on")
+    compile_steps(model, use_compile(spec.train.compile, device or _planned_device(spec)))
     return model, build_augmentations(spec.model)
+
+
+def _planned_device(spec: Spec) -> torch.device:
+    """``train.device`` resolved, or the CPU where it cannot be (the run reports that itself)."""
+    try:
+        return resolve_device(spec.train.device)
+    except LfadsError:
+        return torch.device("cpu")
 
 
 def check_components(spec: Spec, sessions: Sequence[Dataset], model: LFADS, augs: list) -> None:

@@ -305,7 +305,7 @@ def _with_device(args) -> list[str]:
 
 def _device_line(spec) -> str:
     from .assembly import set_threads
-    from .device import describe, resolve_device, use_graphs
+    from .device import describe, resolve_device, use_compile, use_graphs
 
     device = resolve_device(spec.train.device)
     if device.type != "cuda":
@@ -313,8 +313,9 @@ def _device_line(spec) -> str:
         return (f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device}); "
                 f"fused CPU kernels: {fused.status()}")
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
-    return (f"{describe(device)}; CUDA graphs {graphs}; compiled steps {spec.train.compile} "
-            f"(train.device: {spec.train.device})")
+    compiled = "on" if use_compile(spec.train.compile, device) else "off"
+    return (f"{describe(device)}; CUDA graphs {graphs}; compiled steps {compiled} "
+            f"(train.device: {spec.train.device}, train.compile: {spec.train.compile})")
 
 
 def _plugin_parser(name: str):

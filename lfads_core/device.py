@@ -44,6 +44,13 @@ def use_graphs(setting: str, device: torch.device) -> bool:
     return device.type == "cuda" and setting in ("auto", "on")
 
 
+def use_compile(setting: str, device: torch.device) -> bool:
+    """``train.compile``: ``on``: the recurrent steps through ``torch.compile``; ``off``: not;
+    ``auto``: on CUDA (kernel launches are a GPU step's cost; compiled steps launch about half as
+    many), not on the CPU (its fused kernels do that job)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``t``, made on the CPU (e.g. an augmentation's draw from its CPU generator), on
     ``device`` without making the host wait for the device. A CUDA copy from ordinary host

@@ -14,7 +14,7 @@ from .assembly import (check_components, data_sizes, load_data, make_model,
                        session_shape, set_threads, training_batches)
 from .data.h5 import Dataset
 from .data.sessions import fingerprint
-from .device import describe, resolve_device, use_graphs
+from .device import describe, resolve_device, use_compile, use_graphs
 from .errors import DataError
 from .heap import hold_memory, release_memory
 from .model.lfads import LFADS
@@ -87,7 +87,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
     print_ = fingerprint([ds.path for ds in sessions])
     cache = read_init_cache(Path(spec.output), print_)
     device = resolve_device(spec.train.device)
-    model, augs = make_model(spec, sessions, cache)
+    model, augs = make_model(spec, sessions, cache, device)
     check_components(spec, sessions, model, augs)
     run_dir = prepare_run_dir(spec, force, log)
     write_init_cache(run_dir, cache, print_)
@@ -103,8 +103,10 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         check_resume(state, model, names, run_dir, spec)
         trainer.load_state_dict(state["trainer"])
         log(f"resuming {run_dir} at epoch {trainer.epoch}")
-    where = f"{describe(device)}{', CUDA graphs' if graphs else ''}" if device.type == "cuda" \
-        else f"cpu, {threads} threads"
+    compiled = use_compile(spec.train.compile, device)
+    where = (f"{describe(device)}{', CUDA graphs' if graphs else ''}"
+             f"{', compiled steps (the first epoch compiles them)' if compiled else ''}"
+             if device.type == "cuda" else f"cpu, {threads} threads{', compiled steps' if compiled else ''}")
     log(f"training on {_trials(sessions, 'train')}, validating on {_trials(sessions, 'valid')} "
         f"({where}); run dir {run_dir}")
     for problem in hooks.load_errors():

@@ -103,9 +103,9 @@ def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_
     _assert_same(got[0] + list(got[1]), want[0] + list(want[1]))
 
 
-def _lorenz_model(tmp_path, compile_: str):
-    """The model of examples/lorenz.yaml with ``train.compile: compile_`` on tiny Lorenz data:
-    (model, sessions)."""
+def _lorenz_model(tmp_path, compile_: str, device=None):
+    """The model of examples/lorenz.yaml with ``train.compile: compile_`` on tiny Lorenz data,
+    to be trained on ``device`` (default: the spec's): (model, sessions)."""
     from lfads_core.assembly import load_data, make_model
     from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.spec.load import load_spec
@@ -116,14 +116,18 @@ def _lorenz_model(tmp_path, compile_: str):
     spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
     spec = load_spec(spec_path, [f"data.path={data}", f"train.compile={compile_}"], out=str(tmp_path))
     sessions = load_data(spec)
-    return make_model(spec, sessions)[0], sessions
+    return make_model(spec, sessions, device=device)[0], sessions
 
 
-def test_the_spec_switches_the_core_components(tmp_path):
-    for value, want in (("on", True), ("off", False)):
-        model, _ = _lorenz_model(tmp_path, value)
-        flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
-        assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
+@pytest.mark.parametrize("value,device,want", [
+    ("on", None, True), ("off", None, False),
+    ("auto", torch.device("cpu"), False),  # the CPU has its fused kernels
+    ("auto", torch.device("cuda", 0), True),  # a GPU is launch-bound: compiled (needs no GPU here)
+    ("off", torch.device("cuda", 0), False), ("on", torch.device("cpu"), True)])
+def test_the_spec_switches_the_core_components(tmp_path, value, device, want):
+    model, _ = _lorenz_model(tmp_path, value, device)
+    flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
+    assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
     assert GRUGenerator.compile_steps is False and StackedGRU.compile_steps is False  # classes untouched
 
 
@@ -176,3 +180,41 @@ def test_posterior_sampling_runs_the_steps_uncompiled(tmp_path, monkeypatch, aut
     model.train()
     with pytest.raises(AssertionError, match="ran .* compiled"):  # training does compile
         model(to_tensors(sessions[0].train).encod[:4], session=0)
+
+
+def _tanh_step(x: torch.Tensor, h: torch.Tensor, clip: float) -> torch.Tensor:
+    return torch.tanh(x + h).clamp(-clip, clip)
+
+
+def test_a_step_compiles_for_more_variants_than_torchs_default_limit():
+    """A model's steps meet state with and without gradient, training and validation, several
+    GRU and batch sizes: more than torch's default of 8 compiled variants per function (on the GPU
+    machine the test model's gru_cell fell back to uncompiled at the 9th). steps.run allows
+    steps.VARIANTS."""
+    variants = 0
+    for dtype in (torch.float32, torch.float64):
+        for grad_mode in (True, False):
+            for needs_grad in (True, False):
+                for batch in (3, 5):
+                    x = torch.randn(batch, 4, dtype=dtype)
+                    h = torch.randn(batch, 4, dtype=dtype, requires_grad=needs_grad)
+                    with torch.set_grad_enabled(grad_mode):
+                        got = steps.run(_tanh_step, x, h, 0.5)
+                    torch.testing.assert_close(got, _tanh_step(x, h, 0.5))
+                    variants += 1
+    assert variants > 8
+    assert _tanh_step not in steps._failed, steps._failed.get(_tanh_step)
+
+
+def test_spec_default_compiles_where_training_runs_on_cuda(tmp_path):
+    """train.compile defaults to auto; with no device given, make_model decides by the device
+    train.device resolves to (here: the CPU, so not compiled)."""
+    from lfads_core.device import use_compile
+    from lfads_core.spec.schema import TrainSpec
+
+    assert TrainSpec().compile == "auto"
+    assert [use_compile(s, torch.device(d)) for s in ("auto", "on", "off") for d in ("cpu", "cuda")] == \
+        [False, True, True, True, False, False]
+    if not torch.cuda.is_available():
+        model, _ = _lorenz_model(tmp_path, "auto")
+        assert not any(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))

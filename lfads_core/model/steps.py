@@ -7,7 +7,8 @@ recurrent weights (``[input | h] @ [[W_x]; [W_h]]``). The math is that of :mod:`
 :mod:`.generator` (the tests compare them); the clamp to ±clip is applied at every step, which
 gives the same values and gradients as clamping only where it can bind (:func:`.gru.clip_at`).
 
-Compiling happens on the first call of each function (and again for new shapes); where it fails
+Compiling happens on the first call of each function (and again for new shapes, gradient modes,
+up to :data:`VARIANTS` of each function); where it fails
 (no Triton for the GPU, no C++ compiler, an unsupported torch) one warning is printed and the
 same functions run uncompiled. The CPU has the fused kernels of :mod:`.fused` instead; under
 ``vmap`` (the stacked engine) the steps run uncompiled.
@@ -69,12 +70,28 @@ _compiled: dict[Callable, Callable] = {}
 _failed: dict[Callable, str] = {}
 
 
+#: Compiled variants one step function may have. A model's steps meet many: state with and
+#: without gradient (the first step's), training and validation (grad mode), every GRU size and
+#: batch size (a ragged last batch). torch's default of 8 per function was exceeded by a small
+#: model with two encoder sizes on the GPU machine, and then that step ran uncompiled.
+VARIANTS = 64
+
+
+def _allow_variants() -> None:
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # torch >= 2.7 / before
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), VARIANTS))
+            return
+
+
 def run(fn: Callable, *args):
     """``fn(*args)`` through its ``torch.compile`` d version; uncompiled (after one warning)
     once compiling it failed."""
     if fn in _failed:
         return fn(*args)
     if fn not in _compiled:
+        _allow_variants()
         _compiled[fn] = torch.compile(fn, fullgraph=True)
     try:
         return _compiled[fn](*args)

@@ -61,7 +61,7 @@ def build_member(spec: Spec, sessions: Sequence[Dataset], member: int, hparams: 
     (:func:`~lfads_core.assembly.training_batches`)."""
     own = attrs.evolve(spec, train=attrs.evolve(spec.train, seed=member_seed(spec, member)))
     dev = resolve_device(device or spec.train.device)
-    model, augs = make_model(own, sessions, cache)
+    model, augs = make_model(own, sessions, cache, dev)
     model.to(dev)
     graphs = use_graphs(spec.train.cuda_graphs, dev)
     train, valid = training_batches(own, sessions, dev, drop_last=graphs, shared=data)

@@ -149,8 +149,9 @@ class TrainSpec:
                                                                  "auto, cpu, cuda or cuda:N"))
     # On CUDA, capture the training step once as a CUDA graph and replay it (auto/on), or not.
     cuda_graphs: str = attrs.field(default="auto", validator=one_of("auto", "on", "off"))
-    # Run the recurrent steps of the autograd path (GPUs) through torch.compile (on), or not.
-    compile: str = attrs.field(default="off", validator=one_of("on", "off"))
+    # Run the recurrent steps of the autograd path through torch.compile (on), or not (off);
+    # auto: on CUDA, not on the CPU (which has its fused kernels).
+    compile: str = attrs.field(default="auto", validator=one_of("auto", "on", "off"))
 
 
 @attrs.frozen
