@@ -3,8 +3,10 @@ members one after another, each its own model) and ``stacked`` (one model with a
 dimension), for populations of the sizes given; peak GPU memory on CUDA and the group size the
 stacked engine would choose from the GPU's memory. On CUDA the trials engine is timed eagerly
 (issue 11's baseline: the members one after another, eagerly) and with CUDA graphs (as it runs
-there by default), and each stacked rate is given against both. Prints a table. Run on a quiet
-machine:
+there by default: graphs and compiled steps), and each stacked rate is given against both. The
+compiled trials are timed last: after torch.compile has run in a process, stacked steps ran
+slower on an H100 (P = 32: 26.6 and 26.3 member-epochs/s after it, 30.2 and 36.7 without it;
+a stacked worker never compiles). Prints a table. Run on a quiet machine:
 
     .venv/bin/python benchmarks/pbt_engine.py                       # CPU, population 4
     .venv/bin/python benchmarks/pbt_engine.py --device cuda --sizes 1,8,32,64,128
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="train.compile (the trials engine's steps; stacked steps run uncompiled)")
     p.add_argument("--trials-members", type=int, default=4,
                    help="members the trials engine is timed with (its rate does not depend on P)")
     args = p.parse_args(argv)
@@ -47,7 +51,8 @@ def main(argv=None) -> int:
     write_h5(make_lorenz(seed=0), tmp / "lorenz.h5")
     spec = load_spec(ROOT / "examples" / "lorenz.yaml",
                      [f"data.path={tmp / 'lorenz.h5'}", f"train.device={args.device}",
-                      f"train.cuda_graphs={args.graphs}"], out=str(tmp / "run"))
+                      f"train.cuda_graphs={args.graphs}", f"train.compile={args.compile}"],
+                     out=str(tmp / "run"))
     sessions = load_data(spec)
     cuda = args.device.startswith("cuda")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -91,14 +96,8 @@ def main(argv=None) -> int:
                               "off" if cuda else spec.train.compile)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     name = "trials, eager" if cuda else "trials"
-    rows.append((name, args.trials_members, trials_rate, 1.0, float("nan"), peak))
+    rows.append([name, args.trials_members, trials_rate, 1.0, float("nan"), peak])
     print(f"{name}: {trials_rate:.3f} member-epochs/s", flush=True)
-    graphs_rate = float("nan")
-    if graphs:
-        graphs_rate = time_trials(spec.train.cuda_graphs, spec.train.compile)
-        rows.append(("trials, graphs", args.trials_members, graphs_rate, graphs_rate / trials_rate, 1.0,
-                     torch.cuda.max_memory_allocated() / 2**30))
-        print(f"trials, graphs: {graphs_rate:.3f} member-epochs/s", flush=True)
     for size in sizes:
         if cuda:
             torch.cuda.empty_cache()
@@ -113,12 +112,19 @@ def main(argv=None) -> int:
         sync()
         rate = size * args.epochs / (time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-        rows.append(("stacked", size, rate, rate / trials_rate, rate / graphs_rate, peak))
-        print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x"
-              f"{f', {rate / graphs_rate:.2f}x trials with graphs' if graphs else ''}), "
+        rows.append(["stacked", size, rate, rate / trials_rate, float("nan"), peak])
+        print(f"stacked, {size} members: {rate:.3f} member-epochs/s ({rate / trials_rate:.2f}x), "
               f"peak GPU {peak:.2f} GiB", flush=True)
         del group, trainers
         gc.collect()  # this size's graphs and data, before the next size is measured
+    graphs_rate = float("nan")
+    if graphs:
+        graphs_rate = time_trials(spec.train.cuda_graphs, spec.train.compile)
+        rows.insert(1, ["trials, graphs", args.trials_members, graphs_rate, graphs_rate / trials_rate,
+                        1.0, torch.cuda.max_memory_allocated() / 2**30])
+        for row in rows[2:]:
+            row[4] = row[2] / graphs_rate
+        print(f"trials, graphs: {graphs_rate:.3f} member-epochs/s", flush=True)
     print(f"Lorenz spec (examples/lorenz.yaml), batch {spec.data.batch_size} per member, device "
           f"{args.device}, {threads} torch threads, CUDA graphs {'on' if graphs else 'off'}"
           f"{'; trials, graphs: compiled steps too (train.compile: ' + spec.train.compile + ')' if graphs else ''}")
