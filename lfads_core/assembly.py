@@ -20,7 +20,7 @@ from .device import resolve_device, use_compile
 from .errors import DataError, LfadsError, PluginError
 from .model.build import build_augmentations, build_model
 from .model.lfads import LFADS, SessionShape
-from .model.steps import compile_steps
+from .model.steps import compile_steps, uncompiled
 from .spec.schema import Spec
 
 
@@ -128,16 +128,19 @@ def _planned_device(spec: Spec) -> torch.device:
 def check_components(spec: Spec, sessions: Sequence[Dataset], model: LFADS, augs: list) -> None:
     """A few training trials of every session through every component with checked output
     shapes, then the loss and its gradients: a component that breaks its contract is a one-line
-    error naming it."""
+    error naming it. The recurrent steps run uncompiled here: the check runs on the CPU, and
+    compiling them there (where the fused kernels are off) would take longer than the check,
+    or fail where the CPU has no compiler and switch compiling off for the GPU too."""
     m = spec.model
     who = {key: registry.lookup(getattr(m, key).kind, getattr(m, key).name).who
            for key in ("readin", "encoder", "generator", "readout", "reconstruction", "ic_prior",
                        "co_prior")}
     who.update({f"augmentations.{i}": registry.lookup("augmentation", a.name).who
                 for i, a in enumerate(m.augmentations)})
-    for i, ds in enumerate(sessions):
-        batch = next(batches(to_tensors(ds.train, session=i), min(3, ds.train.n_trials)))
-        check_model(model, augs, batch, who, data_sizes(ds))
+    with uncompiled(model):
+        for i, ds in enumerate(sessions):
+            batch = next(batches(to_tensors(ds.train, session=i), min(3, ds.train.n_trials)))
+            check_model(model, augs, batch, who, data_sizes(ds))
 
 
 def training_batches(spec: Spec, sessions: Sequence[Dataset], device: torch.device,

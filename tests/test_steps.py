@@ -218,3 +218,24 @@ def test_spec_default_compiles_where_training_runs_on_cuda(tmp_path):
     if not torch.cuda.is_available():
         model, _ = _lorenz_model(tmp_path, "auto")
         assert not any(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
+
+
+def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, autograd_path):
+    """check_components (lfads-run and validate, before training) runs on the CPU: with
+    compiled steps on (a GPU run) it must not compile them there (on the GPU machine the CLI
+    test took 107 s instead of 12 with the fused kernels off)."""
+    from lfads_core.assembly import check_components, load_data, make_model
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.spec.load import load_spec
+
+    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6),
+             tmp_path / "l.h5")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml",
+                     [f"data.path={tmp_path / 'l.h5'}", "train.compile=on"], out=str(tmp_path))
+    sessions = load_data(spec)
+    model, augs = make_model(spec, sessions)
+    calls = []
+    monkeypatch.setattr(steps, "run", lambda fn, *args: calls.append(fn) or fn(*args))
+    check_components(spec, sessions, model, augs)
+    assert calls == []
+    assert all(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
