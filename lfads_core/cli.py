@@ -305,7 +305,7 @@ def _with_device(args) -> list[str]:
 
 def _device_line(spec) -> str:
     from .assembly import set_threads
-    from .device import describe, resolve_device, use_compile, use_graphs
+    from .device import describe, has_triton, resolve_device, use_compile, use_graphs
 
     device = resolve_device(spec.train.device)
     if device.type != "cuda":
@@ -314,6 +314,8 @@ def _device_line(spec) -> str:
                 f"fused CPU kernels: {fused.status()}")
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
     compiled = "on" if use_compile(spec.train.compile, device) else "off"
+    if compiled == "off" and spec.train.compile == "auto" and not has_triton():
+        compiled = "off, no Triton"
     return (f"{describe(device)}; CUDA graphs {graphs}; compiled steps {compiled} "
             f"(train.device: {spec.train.device}, train.compile: {spec.train.compile})")
 

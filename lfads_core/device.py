@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from .errors import SpecError
@@ -46,9 +48,15 @@ def use_graphs(setting: str, device: torch.device) -> bool:
 
 def use_compile(setting: str, device: torch.device) -> bool:
     """``train.compile``: ``on``: the recurrent steps through ``torch.compile``; ``off``: not;
-    ``auto``: on CUDA (kernel launches are a GPU step's cost; compiled steps launch about half as
-    many), not on the CPU (its fused kernels do that job)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    ``auto``: on CUDA where Triton is installed (kernel launches are a GPU step's cost; compiled
+    steps launch about half as many; torch.compile makes GPU kernels with Triton, which e.g.
+    torch's Windows wheels lack), not on the CPU (its fused kernels do that job)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda" and has_triton())
+
+
+def has_triton() -> bool:
+    """Whether the Triton compiler, which torch.compile needs for GPU kernels, is installed."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -124,7 +124,8 @@ def _lorenz_model(tmp_path, compile_: str, device=None):
     ("auto", torch.device("cpu"), False),  # the CPU has its fused kernels
     ("auto", torch.device("cuda", 0), True),  # a GPU is launch-bound: compiled (needs no GPU here)
     ("off", torch.device("cuda", 0), False), ("on", torch.device("cpu"), True)])
-def test_the_spec_switches_the_core_components(tmp_path, value, device, want):
+def test_the_spec_switches_the_core_components(tmp_path, monkeypatch, value, device, want):
+    monkeypatch.setattr("lfads_core.device.has_triton", lambda: True)
     model, _ = _lorenz_model(tmp_path, value, device)
     flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
     assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
@@ -206,15 +207,18 @@ def test_a_step_compiles_for_more_variants_than_torchs_default_limit():
     assert _tanh_step not in steps._failed, steps._failed.get(_tanh_step)
 
 
-def test_spec_default_compiles_where_training_runs_on_cuda(tmp_path):
+def test_spec_default_compiles_where_training_runs_on_cuda(tmp_path, monkeypatch):
     """train.compile defaults to auto; with no device given, make_model decides by the device
     train.device resolves to (here: the CPU, so not compiled)."""
     from lfads_core.device import use_compile
     from lfads_core.spec.schema import TrainSpec
 
     assert TrainSpec().compile == "auto"
+    monkeypatch.setattr("lfads_core.device.has_triton", lambda: True)
     assert [use_compile(s, torch.device(d)) for s in ("auto", "on", "off") for d in ("cpu", "cuda")] == \
         [False, True, True, True, False, False]
+    monkeypatch.setattr("lfads_core.device.has_triton", lambda: False)  # e.g. torch on Windows
+    assert [use_compile(s, torch.device("cuda")) for s in ("auto", "on", "off")] == [False, True, False]
     if not torch.cuda.is_available():
         model, _ = _lorenz_model(tmp_path, "auto")
         assert not any(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
