@@ -239,6 +239,11 @@ def test_cli_run_on_cuda_with_graphs(setup, tmp_path):
     assert "CUDA graphs, compiled steps" in res.stdout and "warning" not in res.stdout, res.stdout
     assert "compiling" not in res.stderr, res.stderr  # train.compile: auto compiled them all
     assert (tmp_path / "run" / "lfads_output.h5").exists()
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(REPO / "examples" / "lorenz.yaml"),
+                          "--set", f"data.path={spec.data.path}", "--device", "cuda"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "CUDA graphs on; compiled steps on (train.device: cuda, train.compile: auto)" in res.stdout, res.stdout
 
 
 # -- on any machine -------------------------------------------------------------------------
