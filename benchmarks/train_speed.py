@@ -14,6 +14,7 @@ path with compiled steps instead of the fused kernels).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -43,6 +44,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def memory_now(device: torch.device) -> float:
+    """MiB the run holds now: allocated GPU memory on CUDA, else the process's resident memory
+    (after each epoch: nothing should grow from one epoch to the next)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def measure(spec, sessions, device: torch.device, mode: str, epochs: int, samples: int) -> dict:
     graphs = mode in ("graphs", "compiled") and device.type == "cuda"
     fused.set_enabled(mode not in ("autograd", "compiled"))
@@ -53,7 +63,7 @@ def measure(spec, sessions, device: torch.device, mode: str, epochs: int, sample
         torch.cuda.reset_peak_memory_stats(device)
     train, valid = training_batches(spec, sessions, device, drop_last=graphs)
     trainer = Trainer(model, augs, train, valid, spec.train, log=print, graphs=graphs)
-    times = []
+    times, held = [], []
     hold_memory()  # as lfads-run: training keeps its large blocks in the heap
     for _ in range(epochs):
         sync(device)
@@ -61,6 +71,7 @@ def measure(spec, sessions, device: torch.device, mode: str, epochs: int, sample
         trainer.run_epoch()
         sync(device)
         times.append(time.perf_counter() - start)
+        held.append(memory_now(device))
     steps = sum(train.n_batches())
     later = times[1:] if len(times) > 1 else times  # the first epoch holds warm-up and capture
     model.dropout_rate = float(model.dropout_rate)
@@ -75,7 +86,7 @@ def measure(spec, sessions, device: torch.device, mode: str, epochs: int, sample
         posterior_sample(model, data, samples)
         sync(device)
         sample_s += time.perf_counter() - start
-    out = {"epoch": statistics.median(later), "times": times, "steps": steps,
+    out = {"epoch": statistics.median(later), "times": times, "steps": steps, "held": held,
            "sample": sample_s, "rows": rows_per_pass(model, 0)}
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -112,6 +123,8 @@ def main(argv=None) -> int:
     rows = [("device", lambda r: describe(device) if device.type == "cuda" else f"cpu, {threads} threads"),
             ("epoch (train 960 + valid 240), median s", lambda r: f"{r['epoch']:.3f}"),
             ("epochs timed (the first: warm-up, capture)", lambda r: ", ".join(f"{t:.2f}" for t in r["times"])),
+            (f"{'GPU memory allocated' if device.type == 'cuda' else 'resident memory'} after each epoch, MiB",
+             lambda r: ", ".join(f"{m:.0f}" for m in r["held"])),
             ("training step, ms (epoch / steps, validation included)", lambda r: f"{1000 * r['epoch'] / r['steps']:.1f}"),
             ("training trials per second", lambda r: f"{n / r['epoch']:.0f}"),
             (f"posterior sampling, {args.samples} samples x 1200 trials, s", lambda r: f"{r['sample']:.2f}"),

@@ -143,6 +143,20 @@ def test_compiled_steps_equal_eager_on_cuda_and_replay_in_graphs(setup):
 
 
 @needs_cuda
+@pytest.mark.parametrize("graphs", [False, True])
+def test_gpu_memory_does_not_grow_across_epochs(setup, graphs):
+    """Issue 9: nothing grows across epochs (after the first, which captures the graphs)."""
+    spec, sessions = setup
+    tr = _trainer(spec, sessions, "cuda", graphs=graphs)
+    held = []
+    for _ in range(5):
+        assert tr.run_epoch() is not None
+        torch.cuda.synchronize()
+        held.append(torch.cuda.memory_allocated())
+    assert max(held[1:]) - min(held[1:]) <= 2**20, held  # within 1 MiB from epoch 2 on
+
+
+@needs_cuda
 def test_hyperparameter_changes_take_effect_in_a_replayed_graph(setup):
     spec, sessions = setup
     tr = _trainer(_no_noise(spec), sessions, "cuda", graphs=True, deterministic=True)
