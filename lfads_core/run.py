@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from . import hooks
 from .assembly import (check_components, data_sizes, load_data, make_model,
                        session_shape, set_threads, training_batches)
@@ -17,6 +19,7 @@ from .data.sessions import fingerprint
 from .device import describe, resolve_device, use_compile, use_graphs
 from .errors import DataError
 from .heap import hold_memory, release_memory
+from .model import fused
 from .model.lfads import LFADS
 from .output.results import OUTPUT_FILE, load_best, sample, write_outputs
 from .rundir import (SPEC_FILE, prepare_run_dir, read_init_cache, write_init_cache,
@@ -103,7 +106,9 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         check_resume(state, model, names, run_dir, spec)
         trainer.load_state_dict(state["trainer"])
         log(f"resuming {run_dir} at epoch {trainer.epoch}")
-    compiled = use_compile(spec.train.compile, device)
+    # On the CPU the fused kernels, where they run, take the place of compiled steps.
+    compiled = use_compile(spec.train.compile, device) and (
+        device.type == "cuda" or not fused.usable(torch.zeros(())))
     where = (f"{describe(device)}{', CUDA graphs' if graphs else ''}"
              f"{', compiled steps (the first epoch compiles them)' if compiled else ''}"
              if device.type == "cuda" else f"cpu, {threads} threads{', compiled steps' if compiled else ''}")

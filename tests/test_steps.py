@@ -243,3 +243,28 @@ def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, au
     check_components(spec, sessions, model, augs)
     assert calls == []
     assert all(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
+
+
+@pytest.mark.parametrize("fused_on", [True, False])
+def test_the_run_says_compiled_steps_only_where_they_run(tmp_path, monkeypatch, fused_on):
+    """``train.compile: on`` on the CPU: where the fused kernels run they take the steps'
+    place, and the run's first line must not claim compiled steps."""
+    from lfads_core.data.synth import make_lorenz, write_h5
+    from lfads_core.run import train
+    from lfads_core.spec.load import load_spec
+
+    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6),
+             tmp_path / "l.h5")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml",
+                     [f"data.path={tmp_path / 'l.h5'}", "train.compile=on", "train.max_epochs=1",
+                      "sampling.num_samples=2", "sampling.plots=false", "train.device=cpu"],
+                     out=str(tmp_path / "run"))
+    monkeypatch.setattr(steps, "run", lambda fn, *args: fn(*args))  # what it says, not compiling
+    before = fused.set_enabled(fused_on)
+    try:
+        lines: list[str] = []
+        train(spec, log=lines.append)
+    finally:
+        fused.set_enabled(before)
+    first = next(line for line in lines if line.startswith("training on"))
+    assert ("compiled steps" in first) is (not fused_on or not fused.load()), first
