@@ -268,3 +268,17 @@ def test_the_run_says_compiled_steps_only_where_they_run(tmp_path, monkeypatch, 
         fused.set_enabled(before)
     first = next(line for line in lines if line.startswith("training on"))
     assert ("compiled steps" in first) is (not fused_on or not fused.load()), first
+
+
+def test_the_compilers_tf32_advice_is_not_shown(recwarn):
+    """torch's inductor advises TF32 at the first compile on a recent GPU (seen on the H100, on
+    stderr of every run); lfads keeps float32 products on purpose, so the advice is noise."""
+    def double(x):  # a function compiled for the first time here
+        return x * 2
+
+    steps.run(double, torch.ones(2, 3))
+    warnings.warn("TensorFloat32 tensor cores for float32 matrix multiplication available but not "
+                  "enabled. Consider setting `torch.set_float32_matmul_precision('high')` for better "
+                  "performance.", UserWarning)
+    warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in recwarn] == ["another warning"]

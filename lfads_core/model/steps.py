@@ -77,7 +77,12 @@ _failed: dict[Callable, str] = {}
 VARIANTS = 64
 
 
-def _allow_variants() -> None:
+def _prepare() -> None:
+    """Before the first compile: allow :data:`VARIANTS`, and silence the compiler's advice to
+    use TF32 for float32 matrix products (printed at the first compile on every recent GPU):
+    lfads keeps float32 products, whose results match the CPU's."""
+    warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores for float32 matrix "
+                            "multiplication available but not enabled", category=UserWarning)
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):  # torch >= 2.7 / before
         if hasattr(config, name):
@@ -91,7 +96,7 @@ def run(fn: Callable, *args):
     if fn in _failed:
         return fn(*args)
     if fn not in _compiled:
-        _allow_variants()
+        _prepare()
         _compiled[fn] = torch.compile(fn, fullgraph=True)
     try:
         return _compiled[fn](*args)
