@@ -103,10 +103,8 @@ def test_a_failing_compile_warns_once_and_runs_uncompiled(monkeypatch, autograd_
     _assert_same(got[0] + list(got[1]), want[0] + list(want[1]))
 
 
-def _lorenz_model(tmp_path, compile_: str, device=None):
-    """The model of examples/lorenz.yaml with ``train.compile: compile_`` on tiny Lorenz data,
-    to be trained on ``device`` (default: the spec's): (model, sessions)."""
-    from lfads_core.assembly import load_data, make_model
+def _lorenz_spec(tmp_path, *overrides: str):
+    """The spec of examples/lorenz.yaml on tiny Lorenz data (written once per ``tmp_path``)."""
     from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.spec.load import load_spec
 
@@ -114,7 +112,15 @@ def _lorenz_model(tmp_path, compile_: str, device=None):
     if not data.exists():
         write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6), data)
     spec_path = Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml"
-    spec = load_spec(spec_path, [f"data.path={data}", f"train.compile={compile_}"], out=str(tmp_path))
+    return load_spec(spec_path, [f"data.path={data}", *overrides], out=str(tmp_path / "run"))
+
+
+def _lorenz_model(tmp_path, compile_: str, device=None):
+    """The model of :func:`_lorenz_spec` with ``train.compile: compile_``, to be trained on
+    ``device`` (default: the spec's): (model, sessions)."""
+    from lfads_core.assembly import load_data, make_model
+
+    spec = _lorenz_spec(tmp_path, f"train.compile={compile_}")
     sessions = load_data(spec)
     return make_model(spec, sessions, device=device)[0], sessions
 
@@ -229,13 +235,8 @@ def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, au
     compiled steps on (a GPU run) it must not compile them there (on the GPU machine the CLI
     test took 107 s instead of 12 with the fused kernels off)."""
     from lfads_core.assembly import check_components, load_data, make_model
-    from lfads_core.data.synth import make_lorenz, write_h5
-    from lfads_core.spec.load import load_spec
 
-    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6),
-             tmp_path / "l.h5")
-    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml",
-                     [f"data.path={tmp_path / 'l.h5'}", "train.compile=on"], out=str(tmp_path))
+    spec = _lorenz_spec(tmp_path, "train.compile=on")
     sessions = load_data(spec)
     model, augs = make_model(spec, sessions)
     calls = []
@@ -249,16 +250,10 @@ def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, au
 def test_the_run_says_compiled_steps_only_where_they_run(tmp_path, monkeypatch, fused_on):
     """``train.compile: on`` on the CPU: where the fused kernels run they take the steps'
     place, and the run's first line must not claim compiled steps."""
-    from lfads_core.data.synth import make_lorenz, write_h5
     from lfads_core.run import train
-    from lfads_core.spec.load import load_spec
 
-    write_h5(make_lorenz(seed=0, n_conditions=2, trials_per_condition=5, n_bins=10, n_neurons=6),
-             tmp_path / "l.h5")
-    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "lorenz.yaml",
-                     [f"data.path={tmp_path / 'l.h5'}", "train.compile=on", "train.max_epochs=1",
-                      "sampling.num_samples=2", "sampling.plots=false", "train.device=cpu"],
-                     out=str(tmp_path / "run"))
+    spec = _lorenz_spec(tmp_path, "train.compile=on", "train.max_epochs=1", "sampling.num_samples=2",
+                        "sampling.plots=false", "train.device=cpu")
     monkeypatch.setattr(steps, "run", lambda fn, *args: fn(*args))  # what it says, not compiling
     before = fused.set_enabled(fused_on)
     try:
