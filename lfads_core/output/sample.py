@@ -14,30 +14,34 @@ from ..model.steps import uncompiled
 
 FIELDS = ("output_params", "factors", "gen_states", "gen_inputs", "ic_mean", "ic_std",
           "co_means", "co_stds")
-CPU_BUDGET = 256 * 2**20  # bytes of activations per pass on the CPU
-GPU_FRACTION = 0.4  # of the device's free memory per pass
+CPU_BUDGET = 96 * 2**20  # bytes of activations per pass on the CPU
+GPU_FRACTION = 0.4  # of the device's free memory (and the allocator's unused cache) per pass
 
 
 def bytes_per_row(model: LFADS, session: int) -> int:
-    """Rough activation bytes of one trial-sample in a sampling pass (float32): the per-step
-    states the model keeps ([T_r, ...] of generator, controller, factors, inputs, outputs) with
-    a factor for what a step holds while it runs."""
+    """Activation bytes of one trial-sample in a sampling pass (float32): per step, what the
+    pass keeps until its results are averaged (generator states, factors and the controller's
+    outputs, twice: the steps' list and its stacked copy; the encoder's controller-input
+    projections repeated per sample; the reconstruction's parameters and means). Measured on
+    the Lorenz spec on the CPU: 160 KiB a row; this gives 225 KiB."""
     shape = model.sessions[session]
     gen = model.generator
-    per_step = (3 * getattr(getattr(gen, "config", None), "gen_dim", 100)
-                + 3 * getattr(getattr(gen, "config", None), "con_dim", 64)
-                + 3 * gen.fac_dim + 8 * gen.co_dim
-                + 3 * shape.n_out * model.reconstructions[session].n_params)
-    return 4 * 2 * shape.t_out * per_step
+    config = getattr(gen, "config", None)
+    con = getattr(config, "con_dim", 64) if getattr(gen, "use_con", True) else 0
+    per_step = (2 * (getattr(config, "gen_dim", 100) + gen.fac_dim + 3 * gen.co_dim) + 3 * con
+                + 2 * shape.n_out * model.reconstructions[session].n_params)
+    return 4 * shape.t_out * per_step
 
 
 def rows_per_pass(model: LFADS, session: int, cap: Optional[int] = None) -> int:
     """Trial-samples per forward pass: what fits the budget (``CPU_BUDGET`` on the CPU, a part
-    of the free memory on a GPU), at most ``cap`` (``sampling.batch_size``) when given."""
+    of the free memory on a GPU, counting what torch's allocator holds unused), at most ``cap``
+    (``sampling.batch_size``) when given."""
     device = next(model.parameters()).device
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = int(GPU_FRACTION * free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        budget = int(GPU_FRACTION * (free + cached))
     else:
         budget = CPU_BUDGET
     rows = max(1, budget // bytes_per_row(model, session))
@@ -54,7 +58,9 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
     ``co_means``, ``co_stds`` [n, T_r, U] (absent without a controller), ``ic_mean``,
     ``ic_std`` [n, Z]. Each pass holds up to ``rows`` trial-samples (default
     :func:`rows_per_pass`); the encoder runs once per trial; results go to the host once per
-    pass. The samples are drawn on the model's device, seeded with ``seed`` (a CPU and a GPU
+    pass. A pass that runs out of memory (``torch.OutOfMemoryError``) is run again with half
+    its trials, and later passes keep the smaller size; with one trial a pass, the error is
+    raised. The samples are drawn on the model's device, seeded with ``seed`` (a CPU and a GPU
     draw different samples of the same posterior). The recurrent steps run uncompiled
     (``train.compile`` is for training).
     """
@@ -68,24 +74,41 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
     parts: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     try:
         with uncompiled(model):  # its shapes are new to the compiled steps (steps.uncompiled)
-            for start in range(0, data.n_trials, per_pass):
-                sl = slice(start, start + per_pass)
-                encod = data.encod[sl].to(device, non_blocking=True)
-                ext = data.ext[sl].to(device, non_blocking=True) if data.ext is not None else None
-                out = model(encod, session=data.session, ext=ext, sample=True, n_samples=num_samples)
-                n = out.ic_mean.shape[0] // num_samples
-                mean = lambda x: x.view(n, num_samples, *x.shape[1:]).mean(dim=1)  # noqa: E731
-                got = {"output_params": mean(model.means(out, data.session)),
-                       "factors": mean(out.factors), "gen_states": mean(out.gen_states),
-                       "ic_mean": out.ic_mean[::num_samples], "ic_std": out.ic_std[::num_samples]}
-                if out.co_means is not None:
-                    got.update(gen_inputs=mean(out.gen_inputs), co_means=mean(out.co_means),
-                               co_stds=mean(out.co_stds))
-                del out
+            start = 0
+            while start < data.n_trials:
+                try:
+                    got = _one_pass(model, data, slice(start, start + per_pass), num_samples, device)
+                except torch.OutOfMemoryError:  # the estimate was short: smaller passes from here
+                    if per_pass == 1:
+                        raise
+                    got = None
+                if got is None:
+                    per_pass //= 2
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 for k, v in got.items():
                     parts[k].append(v.float().cpu().numpy())
+                start += per_pass
     finally:
         torch.set_rng_state(cpu_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state(cuda_state, device)
     return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items() if v}
+
+
+def _one_pass(model: LFADS, data: TensorSplit, sl: slice, num_samples: int,
+              device: torch.device) -> dict[str, torch.Tensor]:
+    """Averages over the samples of the trials ``sl`` of ``data`` (on ``device``)."""
+    encod = data.encod[sl].to(device, non_blocking=True)
+    ext = data.ext[sl].to(device, non_blocking=True) if data.ext is not None else None
+    out = model(encod, session=data.session, ext=ext, sample=True, n_samples=num_samples)
+    n = out.ic_mean.shape[0] // num_samples
+    mean = lambda x: x.view(n, num_samples, *x.shape[1:]).mean(dim=1)  # noqa: E731
+    got = {"output_params": mean(model.means(out, data.session)),
+           "factors": mean(out.factors), "gen_states": mean(out.gen_states),
+           "ic_mean": out.ic_mean[::num_samples], "ic_std": out.ic_std[::num_samples]}
+    if out.co_means is not None:
+        got.update(gen_inputs=mean(out.gen_inputs), co_means=mean(out.co_means),
+                   co_stds=mean(out.co_stds))
+    return got
