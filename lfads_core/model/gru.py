@@ -86,11 +86,15 @@ class GRUCell(nn.Module):
     def project(self, x: Tensor, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
         """Input projection with bias of ``x`` [..., in] through the input-weight rows ``rows``
         (a part of the cell's input), as separate (z/r [..., 2H], candidate [..., H]) parts:
-        separate GEMMs avoid concatenating their gradients in the backward pass."""
+        separate GEMMs avoid concatenating their gradients in the backward pass. The leading
+        dimensions are folded into rows: under ``vmap`` (the stacked engine) ``matmul`` would
+        broadcast the weight over them instead (a product and a weight gradient per time step)."""
         hd = self.hidden
         w = self.w_x[rows]
-        return (torch.matmul(x, w[:, : 2 * hd]) + self.b[: 2 * hd],
-                torch.matmul(x, w[:, 2 * hd:]) + self.b[2 * hd:])
+        lead = x.shape[:-1]
+        flat = x.reshape(math.prod(lead), x.shape[-1])  # explicit: the input may have 0 features
+        return (torch.addmm(self.b[: 2 * hd], flat, w[:, : 2 * hd]).view(*lead, 2 * hd),
+                torch.addmm(self.b[2 * hd:], flat, w[:, 2 * hd:]).view(*lead, hd))
 
     def weights(self, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
         """Input weights of a part of the input: ([in_part, 2H], [in_part, H])."""
