@@ -242,6 +242,24 @@ def test_sampling_on_cuda_matches_cpu_up_to_sampling_noise(setup):
 
 
 @needs_cuda
+def test_a_sampling_pass_out_of_gpu_memory_is_run_again_smaller(setup):
+    """A real out-of-memory error (not a mock): 10^6 samples of every trial are far beyond any
+    GPU in one pass (~17 KB a trial-sample here), so passes are halved until one fits."""
+    spec, sessions = setup
+    model, _ = make_model(spec, sessions, device=torch.device("cuda"))
+    model.to("cuda")
+    split = to_tensors(sessions[0].valid)
+    calls, forward = [], model.forward
+    model.forward = lambda encod, *a, **k: (calls.append(encod.shape[0]), forward(encod, *a, **k))[1]
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    out = posterior_sample(model, split, 10**6, rows=10**12, seed=0)
+    assert calls[0] == split.n_trials and min(calls) < split.n_trials, calls
+    assert out["factors"].shape[0] == split.n_trials and np.isfinite(out["factors"]).all()
+    assert torch.cuda.memory_allocated() - before < 2**20
+
+
+@needs_cuda
 def test_cli_run_on_cuda_with_graphs(setup, tmp_path):
     spec, _ = setup
     env = {**os.environ, "MPLBACKEND": "Agg"}

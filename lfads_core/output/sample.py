@@ -70,7 +70,7 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
     cpu_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     torch.manual_seed(seed)
-    per_pass = max(1, rows // num_samples)
+    per_pass = max(1, min(rows // num_samples, data.n_trials))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
     try:
         with uncompiled(model):  # its shapes are new to the compiled steps (steps.uncompiled)
