@@ -6,7 +6,7 @@ timing after the allocator's cache was emptied (as after training, which gives i
 before sampling) and the median of the next ones, and on CUDA the peak GPU memory. Run on a
 quiet machine:
 
-    .venv/bin/python benchmarks/sample_speed.py [--device cuda] [--rows auto,8192,16384,32768]
+    .venv/bin/python benchmarks/sample_speed.py [--device cuda] [--rows auto,16384,32768,65536] [--profile]
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3, help="timings after the first, per pass size")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--profile", action="store_true",
+                   help="then profile one sampling of both splits at the automatic pass size: the "
+                        "operations taking the most time (on CUDA: GPU time)")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     device = resolve_device(args.device, "--device")
@@ -82,7 +85,24 @@ def main(argv=None) -> int:
     for name, rows, passes, cold, warm, peak in table:
         label = f"{rows} (auto)" if name == "auto" else str(rows)
         print(f"{label:>14} {passes:>7} {cold:>8.3f} {warm:>9.3f} {peak:>13.2f}")
+    if args.profile:
+        profile(lambda: sample_all(rows_per_pass(model, 0)), cuda)
     return 0
+
+
+def profile(run, cuda: bool, top: int = 20) -> None:
+    """Where a sampling's time goes: operations by total time (GPU time on CUDA), the number of
+    calls (kernel launches on CUDA) and the wall time of the profiled run."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        wall = run()
+    events = prof.key_averages()
+    key = "device_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile of one sampling (wall {wall:.3f} s, profiler on), by {key}:")
+    print(events.table(sort_by=key, row_limit=top))
 
 
 if __name__ == "__main__":
