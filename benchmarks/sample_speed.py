@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rows", default="auto,8192,16384,32768", help="trial-samples per pass, comma-separated")
+    p.add_argument("--rows", default="auto,16384,32768,65536", help="trial-samples per pass, comma-separated")
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3, help="timings after the first, per pass size")
     p.add_argument("--threads", type=int, default=None)
