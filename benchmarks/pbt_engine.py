@@ -6,9 +6,13 @@ stacked engine would choose from the GPU's memory. On CUDA the trials engine is 
 there by default: graphs and compiled steps), and each stacked rate is given against both. The
 compiled trials are timed last: after torch.compile has run in a process, stacked steps ran
 slower on an H100 (P = 32: 26.6 and 26.3 member-epochs/s after it, 30.2 and 36.7 without it;
-a stacked worker never compiles). Prints a table. Run on a quiet machine:
+a stacked worker never compiles). Prints a table. ``--interleave R`` (CPU) instead alternates an
+epoch of the trials members with an epoch of the stacked group, R rounds, and prints each
+round's ratio: on a shared machine whose speed drifts over minutes, pairs taken seconds apart
+compare the engines more fairly than two blocks of epochs. Run on a quiet machine:
 
     .venv/bin/python benchmarks/pbt_engine.py                       # CPU, population 4
+    .venv/bin/python benchmarks/pbt_engine.py --interleave 6        # CPU: alternate the engines
     .venv/bin/python benchmarks/pbt_engine.py --device cuda --sizes 1,8,32,64,128
 """
 
@@ -33,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="train.compile (the trials engine's steps; stacked steps run uncompiled)")
+    p.add_argument("--interleave", type=int, default=0, metavar="R",
+                   help="CPU: R rounds of one trials epoch and one stacked epoch, for the first size")
     p.add_argument("--trials-members", type=int, default=4,
                    help="members the trials engine is timed with (its rate does not depend on P)")
     args = p.parse_args(argv)
@@ -66,6 +72,10 @@ def main(argv=None) -> int:
 
     rows = []
     data: dict = {}  # one copy of the data for all members, as a worker keeps it
+    if args.interleave:
+        if cuda:
+            p.error("--interleave is for the CPU")
+        return interleaved(spec, sessions, sizes[0], args.interleave, hp, data, threads)
     graphs = use_graphs(spec.train.cuda_graphs, torch.device(args.device))
 
     def time_trials(graphs_setting: str, compile_setting: str) -> float:
@@ -137,6 +147,47 @@ def main(argv=None) -> int:
         free = torch.cuda.mem_get_info()[0]
         print(f"one member adds {per / 2**20:.0f} MiB per step; with {free / 2**30:.1f} GiB free a "
               f"worker would stack {group_size(10**6, per, free)} members")
+    return 0
+
+
+def interleaved(spec, sessions, size: int, rounds: int, hp, data: dict, threads: int) -> int:
+    """Rounds of one epoch of ``size`` members trained one after another (trials) and one epoch of
+    the same number stacked, alternating; member-epochs per second of each and their ratio."""
+    import statistics
+
+    from lfads_core.pbt.members import build_member, train_member, train_stacked
+    from lfads_core.train.stacked import StackedTrainer
+
+    trials = [build_member(spec, sessions, m, hp(m), data=data) for m in range(size)]
+    group = StackedTrainer([build_member(spec, sessions, m, hp(m), data=data) for m in range(size)],
+                           "member", log=print, graphs=False)
+    group.check()
+
+    def epoch_trials() -> float:
+        start = time.perf_counter()
+        for t in trials:
+            train_member(t, 1)
+        return size / (time.perf_counter() - start)
+
+    def epoch_stacked() -> float:
+        start = time.perf_counter()
+        train_stacked(group, 1)
+        return size / (time.perf_counter() - start)
+
+    epoch_trials(), epoch_stacked()  # untimed: first-epoch work
+    got = []
+    for r in range(rounds):
+        if r % 2 == 0:  # the order alternates too
+            a, b = epoch_trials(), epoch_stacked()
+        else:
+            b, a = epoch_stacked(), epoch_trials()
+        got.append((a, b))
+        print(f"round {r + 1}: trials {a:.3f}, stacked {b:.3f} member-epochs/s ({b / a:.2f}x)", flush=True)
+    ratios = sorted(b / a for a, b in got)
+    print(f"Lorenz spec, population {size}, cpu, {threads} torch threads, {rounds} rounds: trials "
+          f"{statistics.median(a for a, _ in got):.3f}, stacked {statistics.median(b for _, b in got):.3f} "
+          f"member-epochs/s (medians); stacked / trials per round: median {statistics.median(ratios):.2f}x, "
+          f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x")
     return 0
 
 
