@@ -133,7 +133,7 @@ def _lorenz_model(tmp_path, compile_: str, device=None):
 def test_the_spec_switches_the_core_components(tmp_path, monkeypatch, value, device, want):
     monkeypatch.setattr("lfads_core.device.has_triton", lambda: True)
     model, _ = _lorenz_model(tmp_path, value, device)
-    flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
+    flags = [m.compile_steps for m in steps._switchable(model)]
     assert len(flags) == 2 and all(f is want for f in flags)  # the generator and the encoder's GRUs
     assert GRUGenerator.compile_steps is False and StackedGRU.compile_steps is False  # classes untouched
 
@@ -182,7 +182,7 @@ def test_posterior_sampling_runs_the_steps_uncompiled(tmp_path, monkeypatch, aut
     monkeypatch.setattr(steps, "run", compiled)
     out = posterior_sample(model, to_tensors(sessions[0].valid), num_samples=3)
     assert out["factors"].shape[:2] == (sessions[0].valid.encod.shape[0], 10)
-    flags = [m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps")]
+    flags = [m.compile_steps for m in steps._switchable(model)]
     assert len(flags) == 2 and all(flags)  # on again for training
     model.train()
     with pytest.raises(AssertionError, match="ran .* compiled"):  # training does compile
@@ -227,7 +227,7 @@ def test_spec_default_compiles_where_training_runs_on_cuda(tmp_path, monkeypatch
     assert [use_compile(s, torch.device("cuda")) for s in ("auto", "on", "off")] == [False, True, False]
     if not torch.cuda.is_available():
         model, _ = _lorenz_model(tmp_path, "auto")
-        assert not any(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
+        assert not any(m.compile_steps for m in steps._switchable(model))
 
 
 def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, autograd_path):
@@ -243,7 +243,7 @@ def test_the_component_check_runs_the_steps_uncompiled(tmp_path, monkeypatch, au
     monkeypatch.setattr(steps, "run", lambda fn, *args: calls.append(fn) or fn(*args))
     check_components(spec, sessions, model, augs)
     assert calls == []
-    assert all(m.compile_steps for m in model.modules() if hasattr(type(m), "compile_steps"))
+    assert all(m.compile_steps for m in steps._switchable(model))
 
 
 @pytest.mark.parametrize("fused_on", [True, False])

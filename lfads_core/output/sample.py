@@ -82,7 +82,7 @@ def posterior_sample(model: LFADS, data: TensorSplit, num_samples: int,
                     if per_pass == 1:
                         raise
                     got = None
-                if got is None:
+                if got is None:  # after the except block: the error no longer holds the pass's tensors
                     per_pass //= 2
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
