@@ -14,8 +14,8 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import LfadsError
+from .hooks import BUILTIN_COMMANDS as SUBCOMMANDS
 
-SUBCOMMANDS = ("validate", "plugins", "synth", "sample", "prepare")
 HELP = {"validate": "check a spec, its data and the assembled model without training",
         "plugins": "list the installed components, hooks and commands (--check: test each)",
         "synth": "write a synthetic dataset with ground truth",
@@ -310,7 +310,8 @@ def _device_line(spec) -> str:
     device = resolve_device(spec.train.device)
     if device.type != "cuda":
         from .model import fused
-        return (f"cpu ({set_threads(spec.train.threads)} threads; train.device: {spec.train.device}); "
+        n = set_threads(spec.train.threads)
+        return (f"cpu ({n} thread{'s' if n != 1 else ''}; train.device: {spec.train.device}); "
                 f"fused CPU kernels: {fused.status()}")
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
     compiled = "on" if use_compile(spec.train.compile, device) else "off"

@@ -46,7 +46,7 @@ class HookSpecs:
         """Synthetic datasets this plugin adds: ``lfads-run synth NAME --out FILE``."""
 
 
-BUILTIN_COMMANDS = ("validate", "plugins", "synth", "sample")
+BUILTIN_COMMANDS = ("validate", "plugins", "synth", "sample", "prepare")  # lfads_core.cli runs these
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 

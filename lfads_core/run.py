@@ -111,7 +111,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         device.type == "cuda" or not fused.usable(torch.zeros(())))
     where = (f"{describe(device)}{', CUDA graphs' if graphs else ''}"
              f"{', compiled steps (the first epoch compiles them)' if compiled else ''}"
-             if device.type == "cuda" else f"cpu, {threads} threads{', compiled steps' if compiled else ''}")
+             if device.type == "cuda" else f"cpu, {threads} thread{'s' if threads != 1 else ''}{', compiled steps' if compiled else ''}")
     log(f"training on {_trials(sessions, 'train')}, validating on {_trials(sessions, 'valid')} "
         f"({where}); run dir {run_dir}")
     for problem in hooks.load_errors():

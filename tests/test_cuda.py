@@ -310,7 +310,7 @@ def test_cli_cuda_without_cuda_is_one_line_and_validate_names_the_device(setup, 
     res = subprocess.run([*base, "validate", *args, "--device", "cpu"], capture_output=True,
                          text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "device: cpu (1 threads; train.device: cpu)" in res.stdout
+    assert "device: cpu (1 thread; train.device: cpu)" in res.stdout
 
 
 def _stacked_pair(spec, sessions, device, graphs):

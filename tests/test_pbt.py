@@ -116,6 +116,11 @@ def test_search_space_paths_are_checked(tmp_path):
     assert "model.augmentations.0.rate)" in lines[1]  # the known ones are listed
 
 
+def test_negative_pbt_seed_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match=r"pbt.seed: .*>= 0"):
+        _spec(tmp_path, {"seed": -1})
+
+
 def test_adopt_takes_weights_and_optimizer_keeps_own_streams(tmp_path):
     from lfads_core.assembly import load_data
     from lfads_core.pbt.members import build_member

@@ -392,7 +392,8 @@ def run(args):
 @hookimpl
 def lfads_commands():
     return [Command("greet", "say hello", configure, run),
-            Command("validate", "shadows a built-in", configure, run)]
+            Command("validate", "shadows a built-in", configure, run),
+            Command("prepare", "shadows a built-in too", configure, run)]
 
 
 @hookimpl
@@ -431,6 +432,7 @@ def test_plugin_subcommand_runs_and_is_in_help(hook_dist, capsys):
 def test_plugin_cannot_replace_builtins(hook_dist, capsys):
     rows = {(r["kind"], r["name"], r["distribution"]): r["status"] for r in hooks.listing()}
     assert "built-in command" in rows[("command", "validate", "lfads-greeter")]
+    assert "built-in command" in rows[("command", "prepare", "lfads-greeter")]
     assert rows[("command", "greet", "lfads-greeter")] == "ok"
     assert "is a synthetic dataset of lfads-core" in rows[("synth", "lorenz", "lfads-greeter")]
     assert rows[("synth", "lorenz", "lfads-core")] == "ok"  # the core's keeps working

@@ -215,7 +215,7 @@ class PbtSpec:
     stop_ratio: float = attrs.field(default=5e-4, validator=ge(0.0))
     stop_generations: int = attrs.field(default=4, validator=ge(1))
     address: Optional[str] = None  # a Ray cluster (auto or HOST:PORT); null: an embedded one
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=ge(0))  # numpy's generators take no negative seed
     # How a worker trains its members: stacked (one model with a member dimension, vmap) or
     # trials (one model after another); auto: stacked on CUDA, trials on the CPU
     # (docs/autolfads.md, "Engines").
