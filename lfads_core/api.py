@@ -123,9 +123,15 @@ class Run:
         if x.ndim != 3 or x.shape[1:] != want:
             raise DataError(f"infer: x must be [trials, {want[0]} bins, {want[1]} channels] "
                             f"(session {self.sessions[s]}), got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise DataError("infer: x has no trials")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise DataError(f"infer: num_samples must be an integer >= 1, got {num_samples!r}")
         if shape.ext_dim and ext is None:
             raise DataError(f"infer: the model takes {shape.ext_dim} external inputs: give ext "
                             f"[trials, {shape.t_out}, {shape.ext_dim}]")
+        if not shape.ext_dim and ext is not None:
+            raise DataError("infer: the model takes no external inputs: leave ext out")
         x = x.astype(np.float32)
         if np.isinf(x).any():
             raise DataError("infer: x contains infinite values")

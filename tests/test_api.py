@@ -93,6 +93,53 @@ def test_api_errors_are_one_line(trained, tmp_path):
     assert res.returncode == 2 and "no split 'nope'" in res.stderr and len(res.stderr.splitlines()) == 1
     res = cli("sample", trained / "run", "--split", "test")
     assert res.returncode == 2 and "--split goes with --data" in res.stderr
+    with pytest.raises(DataError, match="x has no trials"):
+        run.infer(np.zeros((0, 15, 6)))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(DataError, match=rf"num_samples must be an integer >= 1, got {bad!r}"):
+            run.infer(np.zeros((2, 15, 6)), num_samples=bad)
+    with pytest.raises(DataError, match="the model takes no external inputs"):
+        run.infer(np.zeros((2, 15, 6)), ext=np.zeros((2, 15, 1)))
+
+
+def test_sample_data_of_new_trials_only(trained, tmp_path):
+    """A file of new trials needs no train or valid split, nor targets."""
+    with h5py.File(trained / "data.h5") as f:
+        x = f["test_encod_data"][()]
+    with h5py.File(tmp_path / "new.h5", "w") as f:
+        f["test_encod_data"] = x
+    res = cli("sample", trained / "run", "--data", tmp_path / "new.h5", "--split", "test",
+              "--output", tmp_path / "out.h5")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "out.h5") as f, h5py.File(trained / "run" / "samples_data.h5") as g:
+        np.testing.assert_allclose(f["test_output_params"][()], g["test_output_params"][()], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("negative", "new.h5: test_recon_data has negative values in channel 0 (min -1); Poisson needs counts >= 0"),
+    ("swapped", "new.h5: test_encod_data is 6 bins x 15 channels per trial; the run's model (session "
+                "data) takes 15 bins x 6 channels"),
+    ("ext", "new.h5: test_ext_input must be absent: the run's model takes no external inputs, got shape (6, 15, 2)"),
+    ("nothing", "new.h5: no trials: expected {split}_encod_data"),
+])
+def test_sample_data_errors_name_the_file_and_key(trained, tmp_path, case, expect):
+    with h5py.File(trained / "data.h5") as f:
+        x = f["test_encod_data"][()]
+    with h5py.File(tmp_path / "new.h5", "w") as f:
+        if case == "negative":
+            y = x.copy()
+            y[0, 0, 0] = -1
+            f["test_encod_data"], f["test_recon_data"] = x, y
+        elif case == "swapped":
+            f["test_encod_data"] = x.transpose(0, 2, 1)
+        elif case == "ext":
+            f["test_encod_data"], f["test_ext_input"] = x, np.zeros((6, 15, 2), np.float32)
+        else:
+            f["something"] = x
+    res = cli("sample", trained / "run", "--data", tmp_path / "new.h5", "--output", tmp_path / "out.h5")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.splitlines()) == 1 and expect in res.stderr, res.stderr
+    assert not (tmp_path / "out.h5").exists()
 
 
 def test_infer_accepts_shorter_trials(trained):

@@ -166,6 +166,9 @@ def test_local_population_writes_outputs_and_resumes(tmp_path):
     assert res.stdout.count("generation ") >= 2 and "exploits" in res.stdout
     best = yaml.safe_load((run / "best_spec.yaml").read_text())
     assert "pbt" not in best
+    member = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["member"]
+    assert best["train"]["seed"] == spec.train.seed + 1_000_003 * (member + 1)  # the seed it trained with
+    assert best["output"] == str(run / "best_member")  # lfads-run best_spec.yaml leaves the population's run alone
     res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(run / "best_spec.yaml")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -189,3 +192,10 @@ def test_validate_checks_the_search_space_and_describes_the_population(tmp_path)
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and "pbt.search_space.train.lrr: not a hyperparameter" in res.stderr
     assert "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec_path), "--set",
+                          "pbt.search_space={model.dropout_rate: {low: 0.5, high: 1.5}}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().endswith("pbt.search_space.model.dropout_rate.high: outside what "
+                                       "model.dropout_rate accepts (must be in [0, 1), got 1.5)"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

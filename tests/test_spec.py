@@ -258,6 +258,11 @@ def test_component_name_of_wrong_type():
     ("sampling.num_samples", 0, ">= 1"),
     ("data.bin_size_ms", -10, "> 0"),
     ("train.loss_scale", math.inf, "finite"),
+    ("train.lr", math.inf, "a finite number > 0"),
+    ("train.grad_clip", math.inf, "a finite number > 0"),
+    ("train.kl.ic_scale", math.inf, "a finite number >= 0"),
+    ("train.l2.gen_scale", -math.inf, ">= 0"),
+    ("model.ic_prior.variance", math.inf, "a finite number > 0"),
 ])
 def test_out_of_range_is_a_one_line_error_with_path(path, value, expected):
     msg = spec_error(raw_with((path, value)))
@@ -915,3 +920,23 @@ def test_on_off_yes_no_are_strings_as_in_yaml_1_2(tmp_path):
     assert load_spec(path, ["train.cuda_graphs=on", "sampling.plots=false"]).train.cuda_graphs == "on"
     with pytest.raises(SpecError, match=r"sampling.plots: expected true or false, got str 'yes'"):
         load_spec(path, ["sampling.plots=yes"])
+
+
+def test_a_key_given_twice_is_an_error_with_its_lines(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("data:\n  path: x.h5\n  batch_size: 64\n  batch_size: 32\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == (f"{path}: YAML syntax error at line 4, column 3: duplicate key "
+                               "'batch_size' (first at line 3)")
+
+
+def test_a_negative_list_index_in_set_is_named():
+    with pytest.raises(SpecError, match=r"model.augmentations has no list item -1"):
+        spec_from_dict(apply_overrides({"data": {"path": "x.h5"}, "model": {}},
+                                       parse_overrides(["model.augmentations.-1.rate=0.2"])))
+
+
+def test_a_parameter_of_a_component_without_parameters_says_so():
+    msg = spec_error({"data": {"path": "x.h5"}, "model": {"reconstruction": {"name": "poisson", "foo": 1}}})
+    assert msg.endswith("model.reconstruction.foo: unknown key (no parameters here besides name)"), msg

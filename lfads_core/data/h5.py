@@ -55,10 +55,12 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        """(N_in, N, T_e, T_r, E)."""
-        tr = self.train
+        """(N_in, N, T_e, T_r, E), from the train split (or, in a file of new trials, the first
+        split; without targets, N and T_r are those of the encoder data)."""
+        tr = self.splits.get("train") or next(iter(self.splits.values()))
+        recon = next((s.recon for s in self.splits.values() if s.recon is not None), tr.encod)
         ext = tr.ext.shape[-1] if tr.ext is not None else 0
-        return tr.encod.shape[2], tr.recon.shape[2], tr.encod.shape[1], tr.recon.shape[1], ext
+        return tr.encod.shape[2], recon.shape[2], tr.encod.shape[1], recon.shape[1], ext
 
 
 def _read(f: h5py.File, key: str, path: str) -> np.ndarray:
@@ -91,9 +93,10 @@ def _check3d(arr: np.ndarray, key: str, path: str) -> None:
         raise DataError(f"{path}: '{key}' has no trials")
 
 
-def load_dataset(path: str, group: Optional[str] = None) -> Dataset:
+def load_dataset(path: str, group: Optional[str] = None, training: bool = True) -> Dataset:
     """Load and check one session file (its arrays at the root, or in ``group``). Every problem
-    is a one-line DataError naming the file."""
+    is a one-line DataError naming the file. ``training=False`` (new trials to sample) needs
+    only one split's ``{split}_encod_data`` instead of the train and valid data."""
     if not os.path.exists(path):
         raise DataError(f"data.path: file not found: {path}")
     if os.path.isdir(path):
@@ -109,7 +112,11 @@ def load_dataset(path: str, group: Optional[str] = None) -> Dataset:
                 raise DataError(f"data.group: {path} has no group '{group}' (groups: "
                                 f"{', '.join(groups) or 'none'})")
             f = f[group]
-        missing = [k for k in REQUIRED if k not in f]
+        required = REQUIRED if training else ()
+        if not training and not any(f"{s}_encod_data" in f for s in ("train", "valid", "test")):
+            raise DataError(f"{path}: no trials: expected {{split}}_encod_data for a split train, valid "
+                            f"or test (the file has: {', '.join(list(f)[:12]) or 'nothing'})")
+        missing = [k for k in required if k not in f]
         if missing:
             where = f" in group '{group}'" if group else ""
             holding = [k for k in f if isinstance(f[k], h5py.Group) and all(r in f[k] for r in REQUIRED)]
@@ -151,7 +158,11 @@ def load_dataset(path: str, group: Optional[str] = None) -> Dataset:
 def check_shapes(ds: Dataset) -> None:
     """Encod/recon trial counts and channel/time sizes must agree across splits."""
     path = ds.path
-    ref = ds.train
+    ref = ds.splits.get("train") or next(iter(ds.splits.values()))
+    ref_recon = next((s for s in ds.splits.values() if s.recon is not None), None)
+    # Without targets (new trials), T_r is what the external inputs have, if longer.
+    t_r = ref_recon.recon.shape[1] if ref_recon else max(
+        [ref.encod.shape[1]] + [s.ext.shape[1] for s in ds.splits.values() if s.ext is not None and s.ext.ndim == 3])
     for split in ds.splits.values():
         n = split.n_trials
         e = split.encod
@@ -163,13 +174,12 @@ def check_shapes(ds: Dataset) -> None:
             if r.shape[1] < e.shape[1]:
                 raise DataError(f"{path}: {split.name}_recon_data has {r.shape[1]} bins, fewer than "
                                 f"the {e.shape[1]} of {split.name}_encod_data")
-            if r.shape[1:] != ref.recon.shape[1:]:
+            if r.shape[1:] != ref_recon.recon.shape[1:]:
                 raise DataError(f"{path}: {split.name}_recon_data is {tuple(r.shape[1:])} per trial "
-                                f"but train_recon_data is {tuple(ref.recon.shape[1:])}")
+                                f"but {ref_recon.name}_recon_data is {tuple(ref_recon.recon.shape[1:])}")
         if e.shape[1:] != ref.encod.shape[1:]:
             raise DataError(f"{path}: {split.name}_encod_data is {tuple(e.shape[1:])} per trial "
-                            f"but train_encod_data is {tuple(ref.encod.shape[1:])}")
-        t_r = ref.recon.shape[1]
+                            f"but {ref.name}_encod_data is {tuple(ref.encod.shape[1:])}")
         if split.ext is not None:
             x = split.ext
             if x.ndim != 3 or x.shape[0] != n or x.shape[1] not in (e.shape[1], t_r):
@@ -195,9 +205,10 @@ def check_shapes(ds: Dataset) -> None:
             raise DataError(f"{path}: {split.name}_inds has {split.inds.shape[0]} entries for {n} trials")
         if split.cond is not None and split.cond.shape[0] != n:
             raise DataError(f"{path}: {split.name}_cond has {split.cond.shape[0]} labels for {n} trials")
-    ext_dims = {s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
-    if len(ext_dims) > 1:
-        raise DataError(f"{path}: {'_ext_input'} is missing from some splits or differs in size")
+    ext_dims = {s.name: s.ext.shape[-1] if s.ext is not None else 0 for s in ds.splits.values()}
+    if len(set(ext_dims.values())) > 1:
+        sizes = ", ".join(f"{name}_ext_input {f'{e} inputs' if e else 'absent'}" for name, e in ext_dims.items())
+        raise DataError(f"{path}: the external inputs must be in every split with the same size ({sizes})")
 
 
 def truth_in_data_units(truth: np.ndarray, recon: np.ndarray, factor: float) -> np.ndarray:

@@ -14,10 +14,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import yaml
 
-from .. import hooks
+from .. import hooks, registry
 from ..assembly import load_data, make_model, set_threads
 from ..data.batches import to_tensors
-from ..data.h5 import Dataset
+from ..data.h5 import Dataset, check_support
 from ..data.sessions import fingerprint, is_multisession
 from ..device import resolve_device
 from ..errors import DataError, RunDirError
@@ -239,7 +239,7 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
     from ..data.h5 import load_dataset
 
     run = load_run(run_dir, device=device)
-    ds = load_dataset(data_path)
+    ds = load_dataset(data_path, training=False)
     names = list(splits) if splits else list(ds.splits)
     for name in names:
         if name not in ds.splits:
@@ -249,6 +249,7 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
         raise DataError(f"--session: the run has sessions {', '.join(run.sessions)}; say which one "
                         f"{data_path} belongs to")
     which = session if session is not None else 0
+    _check_new_trials(run, Dataset(ds.path, {k: ds.splits[k] for k in names}), run._session(which))
     n = num_samples or run.spec.sampling.num_samples
     results, inds, shown = {}, {}, []
     for name in names:
@@ -271,3 +272,27 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
     log(f"wrote {target} ({', '.join(names)}; {n} posterior samples, best epoch {run.best_epoch})"
         + (f"\n{'  '.join(shown)}" if shown else ""))
     return target
+
+
+def _check_new_trials(run, ds, session: int) -> None:
+    """The trials of ``ds`` fit the run's model (sizes, external inputs) and its data checks
+    (NaN, infinite values, the reconstruction's support of any targets), one-line errors naming
+    the file and key."""
+    shape, name = run.shapes[session], run.sessions[session]
+    for split in ds.splits.values():
+        key = f"{split.name}_encod_data"
+        if split.encod.shape[1:] != (shape.t_in, shape.n_in):
+            raise DataError(f"{ds.path}: {key} is {split.encod.shape[1]} bins x {split.encod.shape[2]} "
+                            f"channels per trial; the run's model (session {name}) takes "
+                            f"{shape.t_in} bins x {shape.n_in} channels")
+        ext = split.ext.shape[-1] if split.ext is not None else 0
+        if ext != shape.ext_dim or (split.ext is not None and split.ext.shape[1] != shape.t_out):
+            want = (f"[trials, {shape.t_out}, {shape.ext_dim}]" if shape.ext_dim
+                    else "absent: the run's model takes no external inputs")
+            got = f"shape {tuple(split.ext.shape)}" if split.ext is not None else "absent"
+            raise DataError(f"{ds.path}: {split.name}_ext_input must be {want}, got {got}")
+    recon_spec = run.spec.model.reconstruction
+    allow_nan = any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
+                    for a in run.spec.model.augmentations)
+    targets = {k: s for k, s in ds.splits.items() if s.recon is None or s.recon.shape[1:] == (shape.t_out, shape.n_out)}
+    check_support(Dataset(ds.path, targets), run.model.reconstructions[session], allow_nan, recon_spec.name)

@@ -31,10 +31,23 @@ def hyperparameter_paths(spec: Spec) -> list[str]:
 
 
 def check_search_space(spec: Spec, source: str = "spec") -> None:
-    """Every search-space path must be a hyperparameter a member can change (one line each)."""
+    """Every search-space path must be a hyperparameter a member can change, and both bounds of
+    its range values that field accepts (members draw and explore within [low, high]); one line
+    each."""
+    from ..spec.load import spec_from_dict
+    from .run import best_spec
+
     known = hyperparameter_paths(spec)
     problems = [f"{source}: pbt.search_space.{path}: not a hyperparameter PBT can change "
                 f"(known: {', '.join(known)})" for path in spec.pbt.search_space if path not in known]
+    for path, dim in spec.pbt.search_space.items():
+        for bound in ("low", "high") if path in known else ():
+            try:
+                spec_from_dict(best_spec(spec, {path: getattr(dim, bound)}))
+            except SpecError as exc:
+                why = str(exc).splitlines()[0].split(f"{path}: ", 1)[-1]
+                problems.append(f"{source}: pbt.search_space.{path}.{bound}: outside what {path} "
+                                f"accepts ({why})")
     if spec.pbt.fitness == "sample_valid" and not any(a.name == "sample_validation"
                                                        for a in spec.model.augmentations):
         problems.append(f"{source}: pbt.fitness: sample_valid needs the augmentation "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import yaml
@@ -22,7 +22,7 @@ from ..spec.schema import Spec
 from ..train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .controller import Population, run_generations
 from .explore import sample_initial
-from .members import check_search_space
+from .members import check_search_space, member_seed
 from .runners import describe_engine
 
 STATE = "pbt/state.pt"
@@ -34,10 +34,16 @@ def initial_hparams(spec: Spec) -> dict[int, dict[str, float]]:
     return {m: sample_initial(spec.pbt.search_space, rng) for m in range(spec.pbt.population)}
 
 
-def best_spec(spec: Spec, hparams: dict[str, float]) -> dict:
-    """The spec of a single run with a member's hyperparameters (the pbt section removed)."""
+def best_spec(spec: Spec, hparams: dict[str, float], member: Optional[int] = None) -> dict:
+    """The spec of a single run with a member's hyperparameters (the pbt section removed); with
+    ``member``, also its seed (:func:`~.members.member_seed`) and an output folder of its own,
+    ``best_member`` inside the population's, so that ``lfads-run best_spec.yaml`` trains it
+    anew without touching the population's run."""
     raw = spec_to_dict(spec)
     raw.pop("pbt", None)
+    if member is not None:
+        raw["train"]["seed"] = member_seed(spec, member)
+        raw["output"] = str(Path(spec.output) / "best_member")
     for path, value in hparams.items():
         node = raw
         keys = path.split(".")
@@ -103,7 +109,7 @@ def _write_best(run_dir: Path, spec: Spec, sessions, best: int, state: dict, pop
     """The best member as a single run: checkpoints, metrics.csv, best_spec.yaml, outputs."""
     from ..spec.load import spec_from_dict
 
-    raw = best_spec(spec, state["hparams"])
+    raw = best_spec(spec, state["hparams"], best)
     atomic_write_text(run_dir / "best_spec.yaml", yaml.safe_dump(raw, sort_keys=False))
     single = spec_from_dict(raw, source=str(run_dir / "best_spec.yaml"))
     model, _ = make_model(single, sessions)

@@ -233,7 +233,8 @@ def _format(exc: BaseException, _type) -> str:
         for key in sorted(exc.extra_fields):
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f", did you mean '{close[0]}'?" if close else ""
-            parts.append(f"\x00{key}\x00unknown key (expected one of: {', '.join(allowed)}){hint}")
+            expected = f"expected one of: {', '.join(allowed)}" if allowed else "no parameters here besides name"
+            parts.append(f"\x00{key}\x00unknown key ({expected}){hint}")
         return "\x01".join(parts)
     if isinstance(exc, FieldError):
         if any(type(note) is AttributeValidationNote for note in getattr(exc, "__notes__", ())):

@@ -18,7 +18,20 @@ from .schema import DEFAULT_COMPONENTS, Spec
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads booleans and floats as YAML 1.2 does: only true/false are booleans
     (``on``, ``off``, ``yes``, ``no`` stay strings: ``train.cuda_graphs: off``), and ``1e-3``
-    (no dot) is a float."""
+    (no dot) is a float. A key given twice in one mapping is an error (YAML forbids it; PyYAML
+    would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen.setdefault(key, key_node.start_mark.line)
+        return super().construct_mapping(node, deep)
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -92,7 +105,7 @@ def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
                 node[key] = value
             else:
                 if isinstance(node, dict) and node.get(key) is None:
-                    if path[i + 1].isdigit():
+                    if path[i + 1].lstrip("-").isdigit():
                         raise SpecError(f"--set {'.'.join(path)}: {where} has no list item {path[i + 1]}")
                     node[key] = {}
                 node = node[key]

@@ -42,18 +42,20 @@ def _check(cond: bool, attribute, value, expected: str) -> None:
 
 
 def ge(bound):
-    """``value >= bound``; ``None`` passes, NaN fails."""
+    """``value >= bound`` and finite; ``None`` passes, NaN and ±inf fail."""
     def validate(_, attribute, value):
         if value is not None:
             _check(value >= bound and not _nan(value), attribute, value, f">= {bound}")
+            _check(not _inf(value), attribute, value, f"a finite number >= {bound}")
     return validate
 
 
 def gt(bound):
-    """``value > bound``; ``None`` passes, NaN fails."""
+    """``value > bound`` and finite; ``None`` passes, NaN and ±inf fail."""
     def validate(_, attribute, value):
         if value is not None:
             _check(value > bound and not _nan(value), attribute, value, f"> {bound}")
+            _check(not _inf(value), attribute, value, f"a finite number > {bound}")
     return validate
 
 
@@ -121,3 +123,7 @@ def finite(_, attribute, value):
 
 def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+def _inf(value) -> bool:
+    return isinstance(value, float) and math.isinf(value)

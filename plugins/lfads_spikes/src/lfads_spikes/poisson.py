@@ -40,7 +40,7 @@ def counts_problem(data: np.ndarray, model: str) -> Optional[str]:
     if fractional.any():
         bad = flat[fractional].flat[0]
         where = f" in {_channels(np.flatnonzero(fractional.any(axis=0)))}" if data.ndim > 1 else ""
-        return f"has non-integer values{where} (e.g. {float(bad):g}); {model} needs spike counts"
+        return f"has non-integer values{where} (e.g. {float(bad):.9g}); {model} needs spike counts"
     return None
 
 
