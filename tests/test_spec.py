@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from lfads_core import errors, registry
 from lfads_core.errors import SpecError
-from lfads_core.spec.load import (apply_overrides, dump_spec, load_spec, parse_overrides,
+from lfads_core.spec.load import (apply_overrides, dump_spec, load_spec, parse_overrides, read_yaml,
                                   spec_from_dict, spec_to_dict)
 from lfads_core.spec.schema import DEFAULT_COMPONENTS, SamplingSpec, Spec, TrainSpec
 from lfads_core.spec.convert import structure
@@ -940,3 +940,11 @@ def test_a_negative_list_index_in_set_is_named():
 def test_a_parameter_of_a_component_without_parameters_says_so():
     msg = spec_error({"data": {"path": "x.h5"}, "model": {"reconstruction": {"name": "poisson", "foo": 1}}})
     assert msg.endswith("model.reconstruction.foo: unknown key (no parameters here besides name)"), msg
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("small: &small {gen_dim: 16, fac_dim: 4}\ndata: {path: x.h5}\n"
+                    "model:\n  generator:\n    name: gru\n    <<: *small\n    fac_dim: 8\n")
+    raw = read_yaml(path)
+    assert raw["model"]["generator"] == {"name": "gru", "gen_dim": 16, "fac_dim": 8}

@@ -25,12 +25,16 @@ class _Loader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             seen: dict = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *anchor": its keys may be overridden (flatten_mapping)
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # SafeLoader reports an unhashable key itself
+                if key in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
                         key_node.start_mark)
-                seen.setdefault(key, key_node.start_mark.line)
+                seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
