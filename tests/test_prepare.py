@@ -431,3 +431,33 @@ def test_every_option_has_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "  prepare" in capsys.readouterr().out
+
+
+def test_times_in_other_units_or_clocks(tmp_path, capsys, monkeypatch):
+    """Trial times in ms (read as seconds) make an array beyond the free memory: an error before
+    anything is allocated; spikes outside every trial: an error; most trials empty, or spike
+    times in ms: warnings. --out may not be the --trials file."""
+    units, rows = session(n_trials=6)
+    src = write_npz(tmp_path / "s.npz", units)
+    out = tmp_path / "o.h5"
+    ms = write_trials(tmp_path / "ms.csv", [{"start_time": r["start_time"] * 1000,
+                                             "stop_time": r["stop_time"] * 1000} for r in rows])
+    import os as _os
+    page = _os.sysconf("SC_PAGE_SIZE")
+    monkeypatch.setattr(_os, "sysconf", lambda name: 2**28 // page if name == "SC_AVPHYS_PAGES" else page)
+    line = one_line_error(*run(capsys, src, "--trials", ms, "--out", out, "--bin-ms", 0.1)[::2])
+    assert "the longest trial is 500 s, 5000000 bins of 0.1 ms" in line and "are the trial times in seconds?" in line
+    monkeypatch.undo()
+    late = write_trials(tmp_path / "late.csv", [{"start_time": 1e4 + i, "stop_time": 1e4 + i + 0.5} for i in range(4)])
+    line = one_line_error(*run(capsys, src, "--trials", late, "--out", out, "--bin-ms", 10)[::2])
+    assert "no spike falls in any trial (spike times" in line and "trials 10000 to 10003.5 s" in line
+    assert not out.exists()
+    ms_spikes = write_npz(tmp_path / "ms.npz", {u: [t * 1000 for t in ts] for u, ts in units.items()})
+    trials = write_trials(tmp_path / "t.csv", rows)
+    code, text, err = run(capsys, ms_spikes, "--trials", trials, "--out", out, "--bin-ms", 10)
+    assert code == 0, err
+    assert "warning: " in text and "are spike and trial times both in seconds" in text
+    assert "of the spikes lie in the trials' time range" in text
+    line = one_line_error(*run(capsys, src, "--trials", trials, "--out", trials, "--bin-ms", 10, "--force")[::2])
+    assert "is the --trials file" in line
+    assert trials.read_text().startswith("start_time,")  # untouched

@@ -10,6 +10,7 @@ the held-out neurons), :mod:`.write` (the atomic write).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -128,6 +129,7 @@ class Prepared:
     cond_column: Optional[str] = None
     behavior: list[str] = field(default_factory=list)
     series: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         n = self.n_train + self.n_valid
@@ -152,7 +154,44 @@ class Prepared:
             lines.append(f"behavior: {', '.join(self.behavior)} (per trial)")
         if self.series:
             lines.append("behavior series: " + ", ".join(f"{k} ({v} ch)" for k, v in self.series.items()))
-        return lines
+        return lines + [f"warning: {w}" for w in self.warnings]
+
+
+def check_extent(spikes: list[np.ndarray], starts: np.ndarray, n_bins: np.ndarray, bin_ms: float,
+                 src_path: Path, trials_origin: str) -> list[str]:
+    """Before binning: trial and spike times must plausibly share units and clock. An array too
+    big for the free memory (trial times in ms read as seconds) and no spike in any trial are
+    errors; most trials without a spike, or few spikes in the trials' time range, are warnings."""
+    bin_s = bin_ms / 1000.0
+    times = np.sort(np.concatenate([np.asarray(s, dtype=np.float64) for s in spikes]))
+    ends = starts + n_bins * bin_s
+    span = (f"spike times {times[0]:g} to {times[-1]:g} s, trials {starts.min():g} to {ends.max():g} s "
+            f"in {trials_origin}")
+    n, t_max = len(starts), int(n_bins.max())
+    size = n * t_max * len(spikes) * 4
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this system: no check
+        free = None
+    if free and size > free // 2:
+        raise DataError(f"{trials_origin}: the longest trial is {t_max * bin_s:g} s, {t_max} bins of "
+                        f"{bin_ms:g} ms: [{n} trials, {t_max} bins, {len(spikes)} units] of counts take "
+                        f"{size / 2**30:.1f} GiB, more than half the free memory; are the trial times "
+                        f"in seconds? ({span})")
+    per_trial = np.searchsorted(times, ends, side="left") - np.searchsorted(times, starts, side="left")
+    if per_trial.sum() == 0:
+        raise DataError(f"IN {src_path}: no spike falls in any trial ({span}); spike and trial times "
+                        f"must both be in seconds, on the same clock")
+    warnings = []
+    empty = int((per_trial == 0).sum())
+    if empty > n / 2:
+        warnings.append(f"{empty} of {n} trials hold no spike of any unit ({span}); are spike and "
+                        f"trial times both in seconds, on the same clock?")
+    inside = np.searchsorted(times, ends.max(), side="left") - np.searchsorted(times, starts.min(), side="left")
+    if inside < 0.01 * len(times):
+        warnings.append(f"only {100 * inside / len(times):.2g} % of the spikes lie in the trials' time "
+                        f"range ({span}); are both in seconds?")
+    return warnings
 
 
 def command(args: argparse.Namespace) -> None:
@@ -234,6 +273,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
         raise DataError(f"--out {out}: exists (add --force to replace it)")
     if out.exists() and src_path.exists() and out.resolve() == src_path.resolve():
         raise DataError(f"--out {out}: is the input file")
+    if out.exists() and args.trials and Path(args.trials).exists() and out.resolve() == Path(args.trials).resolve():
+        raise DataError(f"--out {out}: is the --trials file")
 
     series_names = list(args.behavior_series or [])
     source = _read(src_path, series_names)
@@ -309,6 +350,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     unit_ids = source.unit_ids[order]
     n_in = n_units - len(out_pos)
 
+    warnings = check_extent(source.spikes, starts, n_bins, bin_ms, src_path, trials_origin)
     counts = bin_spikes([source.spikes[i] for i in order], starts, n_bins, bin_s)
     series = {}
     for name in series_names:
@@ -367,4 +409,4 @@ def prepare(args: argparse.Namespace) -> Prepared:
                     n_ragged=int((n_bins < counts.shape[1]).sum()), unit_ids=unit_ids,
                     n_heldout=len(out_pos), mean_in=mean_in, mean_out=mean_out, dropped=dropped,
                     cond_labels=cond_labels, cond_column=args.cond, behavior=list(args.behavior or []),
-                    series={k: v.shape[2] for k, v in series.items()})
+                    series={k: v.shape[2] for k, v in series.items()}, warnings=warnings)
