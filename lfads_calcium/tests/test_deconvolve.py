@@ -172,10 +172,11 @@ def _no_bin(p):
     (write_input, ["--tau-s", "fast"], "--tau-s must be a positive"),
     (write_input, ["--bin-ms", "-2"], "--bin-ms must be a positive"),
     (write_input, ["SAME"], "is the input file"),
+    (write_input, ["EXISTS"], "exists (add --force to replace it)"),
     (write_input, ["BLOCKED"], "not a folder"),
     (write_input, ["READ-ONLY"], "is not writable"),
 ], ids=["missing", "not-hdf5", "no-encod", "shape", "no-bin-size", "tau-zero", "tau-text", "bin-ms",
-        "out-is-in", "out-under-a-file", "out-folder-read-only"])
+        "out-is-in", "out-exists", "out-under-a-file", "out-folder-read-only"])
 def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, words):
     src = tmp_path / "in.h5"
     out = tmp_path / "out.h5"
@@ -183,6 +184,9 @@ def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, wo
         make(src)
     if extra == ["SAME"]:
         out, extra = src, []
+    elif extra == ["EXISTS"]:
+        out.write_text("events of an earlier run")
+        extra = []
     elif extra == ["BLOCKED"]:
         (tmp_path / "plain").write_text("a file, not a folder")
         out, extra = tmp_path / "plain" / "out.h5", []
@@ -198,9 +202,30 @@ def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, wo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert words in err
-    assert (str(out) in err) if words in ("is the input file", "not a folder", "is not writable") else \
+    assert (str(out) in err) if words in ("is the input file", "not a folder", "is not writable",
+                                          "exists (add --force to replace it)") else \
         (str(src) in err or "--" in words)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    if extra == [] and words.startswith("exists"):
+        assert out.read_text() == "events of an earlier run"
+        assert cli.main(["deconvolve", str(src), "--out", str(out), "--force"]) == 0
+        assert h5py.is_hdf5(out)
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0])
+def test_tau_estimate_holds_for_short_trials(tau):
+    """Trials of 36 frames (1.2 s at 30 Hz): the autocovariance is taken within trials. On their
+    concatenation (OASIS's estimate_time_constant) tau 1 s came out as 0.53 s, 0.5 s as 0.37 s."""
+    rng = np.random.default_rng(1)
+    dt, n, frames, burn = 1 / 30, 600, 36, 200
+    g = np.exp(-dt / tau)
+    jumps = (rng.random((n, frames + burn)) < 0.05) * rng.exponential(1.0, (n, frames + burn))
+    calcium = np.zeros(jumps.shape)
+    for t in range(1, frames + burn):
+        calcium[:, t] = g * calcium[:, t - 1] + jumps[:, t]
+    dff = calcium[:, burn:, None] + 0.3 * rng.standard_normal((n, frames, 1))
+    _, info = deconvolve_traces(dff, dt, None, return_info=True)
+    assert abs(info["tau_s"][0] / tau - 1) < 0.2, info["tau_s"]
 
 
 def test_help_lists_deconvolve(cli, capsys):

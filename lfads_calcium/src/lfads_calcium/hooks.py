@@ -22,6 +22,7 @@ def _configure_deconvolve(parser: argparse.ArgumentParser) -> None:
         "keep the NaN pattern and the units of dF/F (0 = no event).")
     parser.add_argument("IN", help="input HDF5 file with dF/F traces")
     parser.add_argument("--out", required=True, metavar="OUT", help="HDF5 file to write (not IN)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--tau-s", default="auto", metavar="T|auto",
                         help="decay time constant of the indicator in seconds, or 'auto' to "
                              "estimate it per neuron (default: auto; e.g. ~0.3-0.4 for GCaMP6f, "
@@ -49,7 +50,7 @@ def _run_deconvolve(args: argparse.Namespace) -> int:
 
     tau = None if str(args.tau_s).strip().lower() == "auto" else _positive(args.tau_s, "--tau-s", "seconds")
     bin_ms = None if args.bin_ms is None else _positive(args.bin_ms, "--bin-ms", "milliseconds")
-    s = deconvolve_file(args.IN, args.out, tau_s=tau, bin_ms=bin_ms)
+    s = deconvolve_file(args.IN, args.out, tau_s=tau, bin_ms=bin_ms, force=args.force)
     splits = ", ".join(f"{name} {n} trials" for name, n in s["splits"].items())
     print(f"wrote {s['out']}: OASIS AR(1) events (dF/F units) of {s['neurons']} neurons; {splits}")
     if s["tau_s_source"] == "given":
