@@ -124,6 +124,14 @@ def test_negative_values_are_an_error_suggesting_deconvolve():
     assert zig(6).check_data(np.abs(data)) is None
 
 
+def test_data_without_zeros_gets_a_note_suggesting_deconvolve():
+    raw = 500 + np.random.default_rng(0).gamma(2.0, 10.0, size=(3, 10, 6)).astype(np.float32)  # fluorescence
+    note = zig(6).data_note(raw)
+    assert note.startswith("has only 0 % exact zeros") and "lfads-run deconvolve" in note
+    events = np.where(np.arange(60).reshape(1, 10, 6) % 3 == 0, 0.2, 0.0) * np.ones((3, 1, 1))
+    assert zig(6).data_note(events) is None  # two thirds zeros
+
+
 def test_learnable_loc_and_its_penalty():
     model = ZeroInflatedGamma(ZIGConfig(learn_loc=True, loc_penalty=0.5), n_channels=2)
     data = np.array([[[0.0, 1.0], [2.0, 0.0], [3.0, 4.0]]], np.float32)

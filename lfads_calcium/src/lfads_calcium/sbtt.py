@@ -11,7 +11,8 @@ sampling) or a bin past the end of a short trial. With ``sbtt`` in ``model.augme
   the observed samples only (sum(loss_mask · nll) / sum(loss_mask)), so no gradient flows from an
   unobserved sample.
 
-It composes with ``coordinated_dropout`` through the one loss mask: put ``sbtt`` first. It has no
+It composes with ``coordinated_dropout`` in either order (zeroing inputs commutes with that
+augmentation's scaling of the kept inputs; ``grad_mask`` is its own). It has no
 parameters and draws no random numbers; it acts on training and validation batches alike.
 """
 

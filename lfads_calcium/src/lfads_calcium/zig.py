@@ -100,6 +100,20 @@ class ZeroInflatedGamma(Reconstruction):
                     f"traces run `lfads-run deconvolve IN.h5 --out EVENTS.h5` first")
         return None
 
+    def data_note(self, data: np.ndarray) -> Optional[str]:
+        """Deconvolved events are mostly exactly 0; data with few zeros are likely fluorescence
+        or dF/F that skipped the deconvolution."""
+        values = np.asarray(data)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return None
+        zeros = float(np.mean(values == 0))
+        if zeros >= 0.1:
+            return None
+        return (f"has only {100 * zeros:.3g} % exact zeros: zig expects deconvolved events, mostly 0 "
+                f"(no event); for fluorescence or dF/F run `lfads-run deconvolve IN.h5 --out "
+                f"EVENTS.h5` first")
+
     def init_params(self, stats: DataStats) -> Tensor:
         """Sets ``loc`` from the data (see the module docstring) and starts the readout at the
         moments of each channel: q = fraction of events, and k, θ matching the mean and variance
