@@ -82,6 +82,10 @@ def test_data_warnings_name_the_file(tmp_path):
     warnings = data_warnings(ds, counts=True)
     assert len(warnings) == 1 and warnings[0].startswith(f"{f}: train_recon_data channel")
     assert data_warnings(ds, counts=False) == []
+    ds.bin_size_ms = 0.02  # 20 ms given in seconds
+    warnings = data_warnings(ds, counts=False)
+    assert warnings == [f"{f}: bin size 0.02 ms (attribute bin_size_ms, or data.bin_size_ms): bins are "
+                        "usually 1 to 100 ms; was it given in seconds?"]
 
 
 def test_out_onto_a_folder_that_is_not_a_run_is_refused_unless_force(tmp_path):

@@ -40,6 +40,9 @@ def swapped_axes(recon: np.ndarray) -> Optional[str]:
     return None
 
 
+MIN_BIN_MS = 0.5  # a smaller bin size is most likely seconds written as milliseconds
+
+
 def rates_too_high(recon: np.ndarray, bin_ms: Optional[float]) -> Optional[str]:
     """Counts per bin so high for the bin size that they look like rates in Hz."""
     if not bin_ms:
@@ -56,6 +59,9 @@ def rates_too_high(recon: np.ndarray, bin_ms: Optional[float]) -> Optional[str]:
 def data_warnings(ds: Dataset, counts: bool) -> list[str]:
     """The warnings of one session file (``counts``: the reconstruction models spike counts)."""
     out = []
+    if ds.bin_size_ms is not None and ds.bin_size_ms < MIN_BIN_MS:
+        out.append(f"{ds.path}: bin size {ds.bin_size_ms:g} ms (attribute bin_size_ms, or "
+                   f"data.bin_size_ms): bins are usually 1 to 100 ms; was it given in seconds?")
     split = ds.train
     if split.recon is None:
         return out
