@@ -76,6 +76,14 @@ def test_floor_clamps_in_the_likelihood_and_says_how_many():
     assert Gamma(GammaConfig(), 3).data_note(data) is None
 
 
+def test_channels_of_very_different_scales_get_a_note():
+    rng = np.random.default_rng(0)
+    data = rng.gamma(3.0, 1 / 3, size=(20, 10, 3)).astype(np.float32) * np.array([1.0, 30.0, 5000.0], np.float32)
+    note = Gamma(GammaConfig(), 3).data_note(data)
+    assert note.startswith("has channels whose 95th percentiles differ") and "normalise each channel" in note
+    assert Gamma(GammaConfig(), 3).data_note(data / np.percentile(data, 95, axis=(0, 1))) is None
+
+
 def test_masked_zeros_give_finite_values_and_gradients():
     recon = Gamma(GammaConfig(), 2)
     p = torch.zeros(1, 3, 2, 2, requires_grad=True)

@@ -16,6 +16,7 @@ lfads-calcium models exact zeros.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import attrs
@@ -25,6 +26,8 @@ from torch import Tensor
 
 from lfads_core import DataStats, Reconstruction
 from lfads_core.spec.validators import gt
+
+SCALE_SPREAD = 100.0  # channels whose scales differ more than this were not normalised
 
 
 @attrs.frozen
@@ -75,14 +78,23 @@ class Gamma(Reconstruction):
         return None
 
     def data_note(self, data: np.ndarray) -> Optional[str]:
-        if self.floor is None:
-            return None
-        values, where = self._below(data, self.floor, strict=True)
-        if values:
-            share = values / max(int(np.isfinite(data).sum()), 1)
-            return (f"has {values} values ({100 * share:.2g}%) below floor {self.floor:g} in {where}: the "
-                    f"likelihood treats them as {self.floor:g}")
-        return None
+        notes = []
+        if self.floor is not None:
+            values, where = self._below(data, self.floor, strict=True)
+            if values:
+                share = values / max(int(np.isfinite(data).sum()), 1)
+                notes.append(f"has {values} values ({100 * share:.2g}%) below floor {self.floor:g} in "
+                             f"{where}: the likelihood treats them as {self.floor:g}")
+        flat = np.asarray(data, dtype=np.float64).reshape(-1, data.shape[-1])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels
+            top = np.nanpercentile(flat, 95, axis=0)
+        top = top[np.isfinite(top) & (top > 0)]
+        if top.size > 1 and top.max() > SCALE_SPREAD * top.min():
+            notes.append(f"has channels whose 95th percentiles differ {top.max() / top.min():.0f}-fold "
+                         f"({top.min():.3g} to {top.max():.3g}): normalise each channel, e.g. by its 95th "
+                         f"percentile (docs/user-guide.md, EMG); the encoder reads the values as they are")
+        return "; ".join(notes) or None
 
     def init_params(self, stats: DataStats) -> Tensor:
         """Starts at each channel's mean, with the shape k = mean²/variance of the data (the
