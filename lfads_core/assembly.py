@@ -38,6 +38,13 @@ def session_shape(ds: Dataset) -> SessionShape:
     return SessionShape(n_in=n_in, n_out=n_out, t_in=t_in, t_out=t_out, ext_dim=ext)
 
 
+def nan_allowed(spec: Spec) -> bool:
+    """Whether an augmentation of the spec declares ``handles_nan`` (NaN that are not trailing
+    padding then pass the data check)."""
+    return any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
+               for a in spec.model.augmentations)
+
+
 def load_data(spec: Spec) -> list[Dataset]:
     """Load every session file of ``data.path`` (one for a plain path) and check it against the
     spec's model (support, NaN, sizes) and the sessions against each other."""
@@ -45,8 +52,7 @@ def load_data(spec: Spec) -> list[Dataset]:
     check_sessions(sessions)
     model = spec.model
     recon_cls = registry.load("reconstruction", model.reconstruction.name)
-    allow_nan = any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
-                    for a in model.augmentations)
+    allow_nan = nan_allowed(spec)
     for ds in sessions:
         if spec.data.bin_size_ms is not None:
             ds.bin_size_ms = spec.data.bin_size_ms

@@ -212,22 +212,6 @@ def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, wo
         assert h5py.is_hdf5(out)
 
 
-@pytest.mark.parametrize("tau", [0.5, 1.0])
-def test_tau_estimate_holds_for_short_trials(tau):
-    """Trials of 36 frames (1.2 s at 30 Hz): the autocovariance is taken within trials. On their
-    concatenation (OASIS's estimate_time_constant) tau 1 s came out as 0.53 s, 0.5 s as 0.37 s."""
-    rng = np.random.default_rng(1)
-    dt, n, frames, burn = 1 / 30, 600, 36, 200
-    g = np.exp(-dt / tau)
-    jumps = (rng.random((n, frames + burn)) < 0.05) * rng.exponential(1.0, (n, frames + burn))
-    calcium = np.zeros(jumps.shape)
-    for t in range(1, frames + burn):
-        calcium[:, t] = g * calcium[:, t - 1] + jumps[:, t]
-    dff = calcium[:, burn:, None] + 0.3 * rng.standard_normal((n, frames, 1))
-    _, info = deconvolve_traces(dff, dt, None, return_info=True)
-    assert abs(info["tau_s"][0] / tau - 1) < 0.2, info["tau_s"]
-
-
 def test_help_lists_deconvolve(cli, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--help"])

@@ -14,8 +14,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import yaml
 
-from .. import hooks, registry
-from ..assembly import load_data, make_model, set_threads
+from .. import hooks
+from ..assembly import load_data, make_model, nan_allowed, set_threads
 from ..data.batches import to_tensors
 from ..data.h5 import Dataset, check_support
 from ..data.sessions import fingerprint, is_multisession
@@ -291,8 +291,7 @@ def _check_new_trials(run, ds, session: int) -> None:
                     else "absent: the run's model takes no external inputs")
             got = f"shape {tuple(split.ext.shape)}" if split.ext is not None else "absent"
             raise DataError(f"{ds.path}: {split.name}_ext_input must be {want}, got {got}")
-    recon_spec = run.spec.model.reconstruction
-    allow_nan = any(getattr(registry.load("augmentation", a.name), "handles_nan", False)
-                    for a in run.spec.model.augmentations)
-    targets = {k: s for k, s in ds.splits.items() if s.recon is None or s.recon.shape[1:] == (shape.t_out, shape.n_out)}
-    check_support(Dataset(ds.path, targets), run.model.reconstructions[session], allow_nan, recon_spec.name)
+    targets = {k: s for k, s in ds.splits.items()
+               if s.recon is None or s.recon.shape[1:] == (shape.t_out, shape.n_out)}
+    check_support(Dataset(ds.path, targets), run.model.reconstructions[session], nan_allowed(run.spec),
+                  run.spec.model.reconstruction.name)

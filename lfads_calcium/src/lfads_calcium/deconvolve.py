@@ -77,35 +77,6 @@ def frame_interval_bins(observed) -> int:
     return max(1, int(round(float(np.median(gaps))))) if gaps.size else 1
 
 
-def _ar1_coefficient(rows, lags: int = 11) -> float:
-    """The AR(1) coefficient g of a neuron's calcium from the autocovariance of its dF/F,
-    computed within trials (each lag from the pairs of samples of one trial, divided by their
-    number): least squares of ``xc[l + 1] = g xc[l]`` over lags 1..``lags`` - 1. Lag 0, which
-    holds the noise variance, is left out, so no noise estimate enters.
-
-    OASIS's ``estimate_time_constant`` works on the concatenation of the trials and takes the
-    noise variance off lag 0. With short trials the pairs across the joins and its 1/T
-    normalisation pull g down, and an over-estimated noise pushes it up: on simulated AR(1)
-    calcium in trials of 36 frames at 30 Hz, a tau of 1 s came out as 0.53 s (0.98 s here) and
-    0.5 s as 0.37 s (0.50 s here)."""
-    import numpy as np
-
-    y = np.concatenate(rows)
-    mean = float(y.mean())
-    centred = [r - mean for r in rows if len(r) > 1]
-    xc = []
-    for lag in range(lags + 1):
-        pairs = [(r[lag:], r[: len(r) - lag]) for r in centred if len(r) > lag]
-        count = sum(len(a) for a, _ in pairs)
-        if count < 2:
-            break
-        xc.append(sum(float(np.dot(a, b)) for a, b in pairs) / count)
-    if len(xc) < 3:  # trials of two samples or fewer
-        return 0.5
-    a, b = np.asarray(xc[1:-1]), np.asarray(xc[2:])
-    return float(np.dot(a, b) / np.dot(a, a)) if np.dot(a, a) > 0 else 0.5
-
-
 def _noise_sd(rows) -> float:
     """OASIS's noise estimator (``oasis.functions.GetSn``: sqrt of half the mean power spectral
     density over 0.25-0.5 cycles per sample, Welch) with the spectrum averaged over trials
@@ -147,7 +118,7 @@ def deconvolve_traces(traces, bin_s: float, tau_s: Optional[float] = None,
     import warnings
 
     import numpy as np
-    from oasis.functions import deconvolve
+    from oasis.functions import deconvolve, estimate_time_constant
 
     x = np.asarray(traces)
     if x.ndim != 3:
@@ -177,7 +148,8 @@ def deconvolve_traces(traces, bin_s: float, tau_s: Optional[float] = None,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if tau_s is None:
-                    g = min(max(_ar1_coefficient(rows), 1e-6), 1 - 1e-9)
+                    g = float(np.ravel(estimate_time_constant(y, 1, sn, fudge_factor=1.0))[0])
+                    g = min(max(g, 1e-6), 1 - 1e-9)
                     tau_n = -frame_s / np.log(g)
                 else:
                     tau_n = float(tau_s)
