@@ -171,11 +171,14 @@ def _no_bin(p):
     (write_input, ["--tau-s", "0"], "--tau-s must be a positive"),
     (write_input, ["--tau-s", "fast"], "--tau-s must be a positive"),
     (write_input, ["--bin-ms", "-2"], "--bin-ms must be a positive"),
+    (write_input, ["--tau-s", "400"], "--tau-s 400: calcium indicators decay in 0.05 to a few seconds"),
+    (write_input, ["--bin-ms", "0.033"], "--bin-ms 0.033: imaging bins are milliseconds long"),
     (write_input, ["SAME"], "is the input file"),
     (write_input, ["EXISTS"], "exists (add --force to replace it)"),
     (write_input, ["BLOCKED"], "not a folder"),
     (write_input, ["READ-ONLY"], "is not writable"),
 ], ids=["missing", "not-hdf5", "no-encod", "shape", "no-bin-size", "tau-zero", "tau-text", "bin-ms",
+        "tau-in-ms", "bin-in-s",
         "out-is-in", "out-exists", "out-under-a-file", "out-folder-read-only"])
 def test_errors_are_one_line(cli, tmp_path, capsys, monkeypatch, make, extra, words):
     src = tmp_path / "in.h5"

@@ -251,6 +251,10 @@ def _error(message: str):
     return DataError(message)
 
 
+MAX_TAU_S = 20.0  # beyond any calcium indicator: milliseconds given as seconds
+MIN_BIN_MS = 0.5  # below any imaging frame: seconds given as milliseconds
+
+
 def _check_output(in_path: Path, out_path: Path, force: bool = False) -> None:
     from lfads_core.errors import LfadsError
 
@@ -301,6 +305,12 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
         raise LfadsError(f"--tau-s must be a positive number of seconds or 'auto', got {tau_s}")
     if bin_ms is not None and not (bin_ms > 0 and bin_ms != float("inf")):
         raise LfadsError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
+    if tau_s is not None and tau_s > MAX_TAU_S:
+        raise LfadsError(f"--tau-s {tau_s:g}: calcium indicators decay in 0.05 to a few seconds; "
+                         f"give it in seconds (e.g. 0.4, not 400)")
+    if bin_ms is not None and bin_ms < MIN_BIN_MS:
+        raise LfadsError(f"--bin-ms {bin_ms:g}: imaging bins are milliseconds long (e.g. 33 for "
+                         f"30 Hz); give it in milliseconds, not seconds")
     if not in_path.exists():
         raise _error(f"{in_path}: file not found")
     if in_path.is_dir():
@@ -355,6 +365,9 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
             if bin_ms is None or not (bin_ms > 0 and np.isfinite(bin_ms)):
                 raise _error(f"{in_path}: no valid bin size (file attribute 'bin_size_ms' or "
                              "'bin_size'); pass --bin-ms")
+            if bin_ms < MIN_BIN_MS:
+                raise _error(f"{in_path}: bin size {bin_ms:g} ms (file attribute): imaging bins are "
+                             f"milliseconds long; seconds? pass --bin-ms in milliseconds")
 
     events, attrs, summary = deconvolve_arrays(arrays, bin_ms / 1000.0, tau_s)
 
