@@ -53,7 +53,8 @@ class Entry:
 
 def class_problems(kind: str, cls) -> list[str]:
     """What is wrong with a component class of ``kind``: not a subclass of the kind's base class
-    (:mod:`lfads_core.components`), no attrs ``Config``, abstract methods not implemented."""
+    (:mod:`lfads_core.components`), no attrs ``Config``, abstract methods not implemented, an
+    augmentation's ``hyperparameters`` that are not float fields of its ``Config``."""
     from .components import BASES
 
     base = BASES[kind]
@@ -71,6 +72,17 @@ def class_problems(kind: str, cls) -> list[str]:
     if issubclass(cls, base) and inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         problems.append(f"{cls.__name__} does not implement {missing}")
+    if kind == "augmentation" and config is not None and isinstance(config, type) and attrs.has(config):
+        fields = {f.name: f for f in attrs.fields(config)}
+        for name in getattr(cls, "hyperparameters", ()):
+            field = fields.get(name)
+            if field is None:
+                problems.append(f"{cls.__name__}.hyperparameters names '{name}', which is not a field "
+                                f"of its Config (fields: {', '.join(fields) or 'none'})")
+            elif field.type in (int, "int", bool, "bool", str, "str"):
+                kind_of = getattr(field.type, "__name__", field.type)
+                problems.append(f"{cls.__name__}.hyperparameters names '{name}', a field of type "
+                                f"{kind_of}; hyperparameters are float fields (PBT draws real values)")
     if kind == "reconstruction" and issubclass(cls, base):
         n = getattr(cls, "n_params", None)
         if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):

@@ -283,6 +283,24 @@ def test_class_problems_of_a_plain_object():
     assert "expected a class" in registry.class_problems("prior", object())[0]
 
 
+def test_augmentation_hyperparameters_must_be_float_fields_of_its_config():
+    import attrs
+
+    @attrs.frozen
+    class Config:
+        sigma: float = 0.1
+        width: int = 3
+
+    def aug(*names):
+        return type("Noise", (Augmentation,), {"Config": Config, "hyperparameters": names,
+                                               "__call__": lambda self, batch, ctx: batch})
+
+    assert registry.class_problems("augmentation", aug("sigma")) == []
+    assert registry.class_problems("augmentation", aug("std")) == [
+        "Noise.hyperparameters names 'std', which is not a field of its Config (fields: sigma, width)"]
+    assert "'width', a field of type int; hyperparameters are float fields" in registry.class_problems("augmentation", aug("width"))[0]
+
+
 # --------------------------------------------------------------------------------------- #
 # Augmentation generators: saved with the training state
 # --------------------------------------------------------------------------------------- #
