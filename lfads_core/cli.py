@@ -141,6 +141,10 @@ def _validate(args) -> None:
     sessions = run.load_data(spec)
     model, augs = run.make_model(spec, sessions)
     run.check_components(spec, sessions, model, augs)
+    if spec.pbt is not None:
+        from .pbt.members import check_search_space
+
+        check_search_space(spec, source=str(args.spec))
     first = sessions[0]
     n_in, n_out, t_in, t_out, ext = first.shape
     m = spec.model
@@ -172,10 +176,8 @@ def _validate(args) -> None:
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
     print(f"device: {_device_line(spec)}")
     if spec.pbt is not None:
-        from .pbt.members import check_search_space
         from .pbt.runners import describe_engine
 
-        check_search_space(spec, source=str(args.spec))
         pbt = spec.pbt
         print(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
               f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations, "
@@ -293,7 +295,7 @@ def _train(args) -> None:
     if spec.pbt is not None:
         from .pbt.run import train_pbt
 
-        train_pbt(spec, force=args.force)
+        train_pbt(spec, force=args.force, source=str(args.spec))
         return
     run.train(spec, force=args.force)
 
@@ -373,8 +375,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = handler(args)
     except LfadsError as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, then the same exit code
+            import traceback
+
+            traceback.print_exc()
         for line in str(exc).splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr)
         return 2

@@ -335,15 +335,15 @@ def test_bad_input_writes_no_run(bad_results, work):
 def test_debug_shows_traceback(work):
     res = run_cli(*train_cmd(work, work / "runs" / "debug", "model.generator.gen_dim=-1"), "--debug",
                   cwd=work)
-    assert res.returncode != 0
+    assert res.returncode == 2  # the same exit code as without --debug
     assert "Traceback" in res.stderr and "SpecError" in res.stderr
-    assert "model.generator.gen_dim" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1].startswith("error: ") and "model.generator.gen_dim" in res.stderr
 
 
 def test_debug_shows_traceback_for_data_errors(work):
     res = run_cli("validate", work / "spec.yaml", *sets(*TINY, "data.path=nothere.h5"), "--debug",
                   cwd=work)
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert "Traceback" in res.stderr and "DataError" in res.stderr
 
 

@@ -191,7 +191,11 @@ def test_validate_checks_the_search_space_and_describes_the_population(tmp_path)
                           "--set", "pbt.search_space={train.lrr: {low: 0.001, high: 0.01}}"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and "pbt.search_space.train.lrr: not a hyperparameter" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "Traceback" not in res.stderr and "spec ok" not in res.stdout
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(spec_path),
+                          "--set", "pbt.search_space={train.lrr: {low: 0.001, high: 0.01}}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {spec_path}: pbt.search_space.train.lrr"), res.stderr
     res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec_path), "--set",
                           "pbt.search_space={model.dropout_rate: {low: 0.5, high: 1.5}}"],
                          capture_output=True, text=True, env=env, timeout=300)

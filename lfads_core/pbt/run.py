@@ -53,9 +53,11 @@ def best_spec(spec: Spec, hparams: dict[str, float], member: Optional[int] = Non
     return raw
 
 
-def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -> Path:
+def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = print,
+              source: str = "spec") -> Path:
+    """AutoLFADS from ``spec``; ``source`` (the spec file) names it in errors."""
     set_threads(1)  # the driver itself trains nothing
-    check_search_space(spec)
+    check_search_space(spec, source=source)
     sessions = load_data(spec)
     model, augs = make_model(spec, sessions)
     check_components(spec, sessions, model, augs)
