@@ -383,7 +383,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+        print("interrupted; run the same command again to resume" if handler is _train else
+              "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `lfads-run plugins | head`
         sys.stderr.close()

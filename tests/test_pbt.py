@@ -169,6 +169,7 @@ def test_local_population_writes_outputs_and_resumes(tmp_path):
     member = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["member"]
     assert best["train"]["seed"] == spec.train.seed + 1_000_003 * (member + 1)  # the seed it trained with
     assert best["output"] == str(run / "best_member")  # lfads-run best_spec.yaml leaves the population's run alone
+    assert best["train"]["max_epochs"] == 1 + 2 * 1  # burn-in + 2 generations of 1 epoch: as long as it trained
     res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(run / "best_spec.yaml")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr

@@ -34,16 +34,20 @@ def initial_hparams(spec: Spec) -> dict[int, dict[str, float]]:
     return {m: sample_initial(spec.pbt.search_space, rng) for m in range(spec.pbt.population)}
 
 
-def best_spec(spec: Spec, hparams: dict[str, float], member: Optional[int] = None) -> dict:
+def best_spec(spec: Spec, hparams: dict[str, float], member: Optional[int] = None,
+              epochs: Optional[int] = None) -> dict:
     """The spec of a single run with a member's hyperparameters (the pbt section removed); with
     ``member``, also its seed (:func:`~.members.member_seed`) and an output folder of its own,
     ``best_member`` inside the population's, so that ``lfads-run best_spec.yaml`` trains it
-    anew without touching the population's run."""
+    anew without touching the population's run; with ``epochs``, as many epochs as it trained
+    (``train.max_epochs``)."""
     raw = spec_to_dict(spec)
     raw.pop("pbt", None)
     if member is not None:
         raw["train"]["seed"] = member_seed(spec, member)
         raw["output"] = str(Path(spec.output) / "best_member")
+    if epochs is not None:
+        raw["train"]["max_epochs"] = max(1, int(epochs))
     for path, value in hparams.items():
         node = raw
         keys = path.split(".")
@@ -111,7 +115,7 @@ def _write_best(run_dir: Path, spec: Spec, sessions, best: int, state: dict, pop
     """The best member as a single run: checkpoints, metrics.csv, best_spec.yaml, outputs."""
     from ..spec.load import spec_from_dict
 
-    raw = best_spec(spec, state["hparams"], best)
+    raw = best_spec(spec, state["hparams"], best, state["epoch"])
     atomic_write_text(run_dir / "best_spec.yaml", yaml.safe_dump(raw, sort_keys=False))
     single = spec_from_dict(raw, source=str(run_dir / "best_spec.yaml"))
     model, _ = make_model(single, sessions)
