@@ -372,6 +372,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         args = _train_parser().parse_args(argv)
         handler = _train
+    from . import interrupt
+
+    interrupt.install()
     try:
         code = handler(args)
     except LfadsError as exc:

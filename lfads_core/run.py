@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import hooks
+from . import hooks, interrupt
 from .assembly import (check_components, data_sizes, load_data, make_model,
                        session_shape, set_threads, training_batches)
 from .data.h5 import Dataset
@@ -134,6 +134,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         write_metrics(run_dir / "metrics.csv", tr.history)
         progress.update(row, spec.train.max_epochs)
         hooks.hook().lfads_epoch_end(run_dir=run_dir, epoch=row["epoch"], metrics=row)
+        interrupt.check()  # a Ctrl-C that Python swallowed (lfads_core.interrupt)
 
     trainer.log = progress.write
     hold_memory()
@@ -141,6 +142,7 @@ def train(spec: Spec, force: bool = False, log: Callable[[str], None] = print) -
         trainer.fit(on_epoch_end)
     finally:
         progress.close()
+    interrupt.check()
     if trainer.stop_reason:
         log(f"stopped: {trainer.stop_reason}; best epoch {trainer.best_epoch}")
     del trainer, train_src, valid_src  # the training data's device memory, before sampling

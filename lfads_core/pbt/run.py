@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 import yaml
 
+from .. import interrupt
 from ..assembly import check_components, load_data, make_model, set_threads
 from ..output.results import write_outputs
 from ..rundir import prepare_run_dir, write_metrics
@@ -95,6 +96,7 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
             members = {m: runner.state(m) for m in sorted(p.hparams)}
             save_checkpoint(state_path, {"population": dataclasses.asdict(p), "members": members})
             _write_pbt_csv(run_dir / "pbt.csv", p.rows)
+            interrupt.check()  # a Ctrl-C that Python swallowed (lfads_core.interrupt)
 
         if not pop.done:
             pop = run_generations(pbt, runner, pop, log, on_generation)
