@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .errors import LfadsError
 from .hooks import BUILTIN_COMMANDS as SUBCOMMANDS
+from .hooks import positive_int
 
 HELP = {"validate": "check a spec, its data and the assembled model without training",
         "plugins": "list the installed components, hooks and commands (--check: test each)",
@@ -110,7 +111,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
     elif cmd == "sample":
         p.description = "Posterior-sample again from the best checkpoint of a run directory."
         p.add_argument("run_dir", help="a run directory (holding spec.yaml and checkpoints/)")
-        p.add_argument("--samples", type=int, help="number of posterior samples (default: the spec's)")
+        p.add_argument("--samples", type=positive_int, help="number of posterior samples, >= 1 (default: the spec's)")
         p.add_argument("--device", default="auto",
                        help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
         p.add_argument("--data", metavar="FILE",

@@ -93,6 +93,8 @@ def test_api_errors_are_one_line(trained, tmp_path):
     assert res.returncode == 2 and "no split 'nope'" in res.stderr and len(res.stderr.splitlines()) == 1
     res = cli("sample", trained / "run", "--split", "test")
     assert res.returncode == 2 and "--split goes with --data" in res.stderr
+    res = cli("sample", trained / "run", "--samples", "0")
+    assert res.returncode == 2 and "argument --samples: must be an integer >= 1, got 0" in res.stderr
     with pytest.raises(DataError, match="x has no trials"):
         run.infer(np.zeros((0, 15, 6)))
     for bad in (0, -1, 2.5, True):

@@ -69,6 +69,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the spec file is empty (expected a YAML mapping with keys data, "
+                        f"model, train, ...)")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a YAML mapping with keys data, model, train, ..., "
                         f"got {type(raw).__name__}")
