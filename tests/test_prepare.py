@@ -460,4 +460,7 @@ def test_times_in_other_units_or_clocks(tmp_path, capsys, monkeypatch):
     assert "of the spikes lie in the trials' time range" in text
     line = one_line_error(*run(capsys, src, "--trials", trials, "--out", trials, "--bin-ms", 10, "--force")[::2])
     assert "is the --trials file" in line
+    silent = write_npz(tmp_path / "silent.npz", {1: [], 2: []}, all_units=[1, 2])
+    line = one_line_error(*run(capsys, silent, "--trials", trials, "--out", tmp_path / "s.h5", "--bin-ms", 10)[::2])
+    assert "its 2 units have no spikes at all" in line
     assert trials.read_text().startswith("start_time,")  # untouched

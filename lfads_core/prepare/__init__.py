@@ -164,6 +164,8 @@ def check_extent(spikes: list[np.ndarray], starts: np.ndarray, n_bins: np.ndarra
     errors; most trials without a spike, or few spikes in the trials' time range, are warnings."""
     bin_s = bin_ms / 1000.0
     times = np.sort(np.concatenate([np.asarray(s, dtype=np.float64) for s in spikes]))
+    if times.size == 0:
+        raise DataError(f"IN {src_path}: its {len(spikes)} units have no spikes at all")
     ends = starts + n_bins * bin_s
     span = (f"spike times {times[0]:g} to {times[-1]:g} s, trials {starts.min():g} to {ends.max():g} s "
             f"in {trials_origin}")
