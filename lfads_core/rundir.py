@@ -41,16 +41,21 @@ def _strip(d: dict, paths=RESUMABLE) -> dict:
     return d
 
 
-def _first_difference(a, b, prefix="") -> str:
+def _differences(a, b, prefix="") -> list[str]:
+    """Every differing leaf of two spec dicts, as ``path: old -> new``, in field order."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+        return [d for key in list(a) + [k for k in b if k not in a] if a.get(key) != b.get(key)
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                return _first_difference(x, y, f"{prefix}{i}.")
-    return f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
+        return [d for i, (x, y) in enumerate(zip(a, b)) if x != y
+                for d in _differences(x, y, f"{prefix}{i}.")]
+    return [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+def _describe_differences(a, b, limit: int = 4) -> str:
+    diffs = _differences(a, b)
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
 
 
 def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path:
@@ -72,7 +77,7 @@ def prepare_run_dir(spec: Spec, force: bool, log: Callable[[str], None]) -> Path
         new = spec_to_dict(spec)
         if not isinstance(old, dict) or _strip(old) != _strip(new):
             if not force:
-                diff = _first_difference(_strip(old), _strip(new)) if isinstance(old, dict) else "unreadable"
+                diff = _describe_differences(_strip(old), _strip(new)) if isinstance(old, dict) else "unreadable"
                 raise RunDirError(f"{run_dir} holds a run of a different spec ({diff}); use another "
                                   f"--out or --force to move the old run aside and start over")
             _move_aside(run_dir, log)

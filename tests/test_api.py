@@ -151,3 +151,13 @@ def test_infer_accepts_shorter_trials(trained):
     x[0, 10:] = np.nan  # trailing padding
     out = run.infer(x, num_samples=2)
     assert np.isfinite(out.rates).all() and out.rates.shape == (8, 15, 6)
+
+
+def test_resume_conflict_lists_every_differing_field():
+    from lfads_core.rundir import _describe_differences
+
+    old = {"model": {"gen_dim": 8, "co_dim": 2}, "train": {"lr": 0.01, "aug": [{"p": 1}]}, "x": 1}
+    new = {"model": {"gen_dim": 6, "co_dim": 2}, "train": {"lr": 0.02, "aug": [{"p": 2}]}, "y": 2}
+    assert _describe_differences(old, new) == ("model.gen_dim: 8 -> 6; train.lr: 0.01 -> 0.02; "
+                                               "train.aug.0.p: 1 -> 2; x: 1 -> None; and 1 more")
+    assert _describe_differences(old, new, limit=5).endswith("y: None -> 2")

@@ -496,9 +496,9 @@ def test_different_spec_refused_then_forced(trained, work, tmp_path):
     shutil.copytree(trained[0], run_dir)
     before = snapshot(run_dir)
 
-    res = run_cli(*train_cmd(work, run_dir, "model.generator.gen_dim=6"), cwd=work)
-    line = assert_one_line_error(res, str(run_dir), "model.generator.gen_dim", "--force")
-    assert "8" in line and "6" in line
+    res = run_cli(*train_cmd(work, run_dir, "model.generator.gen_dim=6", "train.lr=0.0123"), cwd=work)
+    line = assert_one_line_error(res, str(run_dir), "model.generator.gen_dim: 8 -> 6",
+                                 "train.lr: ", "-> 0.0123", "--force")  # every differing field
     assert snapshot(run_dir) == before, "a refused run changed the old run directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 

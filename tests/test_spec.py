@@ -23,7 +23,7 @@ from lfads_core import errors, registry
 from lfads_core.errors import SpecError
 from lfads_core.spec.load import (apply_overrides, dump_spec, load_spec, parse_overrides, read_yaml,
                                   spec_from_dict, spec_to_dict)
-from lfads_core.spec.schema import DEFAULT_COMPONENTS, SamplingSpec, Spec, TrainSpec
+from lfads_core.spec.schema import DEFAULT_COMPONENTS, SamplingSpec, Spec, TrainSpec, default_search_space
 from lfads_core.spec.convert import structure
 from lfads_core.spec.validators import FieldError, finite, ge, gt, one_of, unit_interval, within
 
@@ -949,3 +949,25 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
                     "model:\n  generator:\n    name: gru\n    <<: *small\n    fac_dim: 8\n")
     raw = read_yaml(path)
     assert raw["model"]["generator"] == {"name": "gru", "gen_dim": 16, "fac_dim": 8}
+
+
+def test_override_a_search_space_entry(tmp_path):
+    """Search-space keys are dotted paths: --set reaches a field of an entry, a whole entry, and
+    changes the default space when the spec has none; errors name the entry as a dotted path."""
+    path = write(tmp_path / "spec.yaml", yaml.safe_dump(BASE))
+    spec = load_spec(path, ["pbt.search_space.train.lr.low=1e-4",
+                            "pbt.search_space.model.augmentations.0.rate={low: 0.1, high: 0.5}"])
+    space = spec.pbt.search_space
+    assert space["train.lr"].low == 1e-4 and space["train.lr"].high == default_search_space()["train.lr"].high
+    assert space["model.augmentations.0.rate"].high == 0.5
+    assert set(space) == set(default_search_space()) | {"model.augmentations.0.rate"}
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["pbt.search_space.train.lr.hi=3"])
+    assert one_line(info.value).endswith("pbt.search_space.train.lr.hi: unknown key (expected one of: "
+                                         "low, high, sample, explore_weight), did you mean 'high'?")
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["pbt.search_space.train.lr.low=-1"])
+    assert "pbt.search_space.train.lr.low: must be > 0 for sample: log, got -1" in one_line(info.value)
+    raw = dict(copy.deepcopy(BASE), pbt={"search_space": {"train.lr": {"low": 1e-4, "high": 1e-2}}})
+    spec = load_spec(write(tmp_path / "own.yaml", yaml.safe_dump(raw)), ["pbt.search_space.train.lr.high=0.02"])
+    assert set(spec.pbt.search_space) == {"train.lr"} and spec.pbt.search_space["train.lr"].high == 0.02

@@ -259,6 +259,7 @@ def error_lines(exc: BaseException) -> list[str]:
         message, _, path = raw.rpartition(" @ ")
         # list items as in --set paths: model.augmentations.0.rate
         path = re.sub(r"\[(\d+)\]", r".\1", path).removeprefix("$").removeprefix(".")
+        path = re.sub(r"\['([^']*)'\]", r".\1", path)  # mapping keys: pbt.search_space.train.lr
         for part in message.split("\x01"):
             if part.startswith("\x00"):
                 _, field, text = part.split("\x00", 2)

@@ -8,11 +8,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+import attrs
 import yaml
 
 from ..errors import SpecError
 from .convert import structure, unstructure
-from .schema import DEFAULT_COMPONENTS, Spec
+from .schema import DEFAULT_COMPONENTS, DimensionSpec, Spec, default_search_space
 
 
 class _Loader(yaml.SafeLoader):
@@ -97,6 +98,7 @@ def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
     """A copy of ``raw`` with each ``(path, value)`` set; list items are addressed by index."""
     raw = copy.deepcopy(raw)
     for path, value in overrides:
+        path = _search_space_path(raw, path)
         node: Any = raw
         for i, key in enumerate(path):
             last = i == len(path) - 1
@@ -117,6 +119,28 @@ def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
                     node[key] = {}
                 node = node[key]
     return raw
+
+
+def _search_space_path(raw: dict, path: list[str]) -> list[str]:
+    """The keys of ``pbt.search_space`` are dotted spec paths themselves:
+    ``pbt.search_space.train.lr.low`` sets field ``low`` of the entry ``train.lr``, and
+    ``pbt.search_space.train.lr`` the whole entry. A spec without a search space gets the
+    default one first, so that a --set changes or extends it."""
+    if path[:2] != ["pbt", "search_space"] or len(path) < 3:
+        return path
+    default = {k: attrs.asdict(v) for k, v in default_search_space().items()}
+    if raw.get("pbt") is None:
+        raw["pbt"] = {}
+    pbt = raw["pbt"]
+    if isinstance(pbt, dict) and pbt.get("search_space") is None:
+        pbt["search_space"] = default
+    space = pbt.get("search_space") if isinstance(pbt, dict) else None
+    rest, fields = path[2:], {f.name for f in attrs.fields(DimensionSpec)}
+    # a field of an entry (low, ...; or a misspelt field of an entry the space has)
+    field = len(rest) > 1 and (rest[-1] in fields
+                               or (isinstance(space, dict) and ".".join(rest[:-1]) in space))
+    key = rest[:-1] if field else rest
+    return path[:2] + [".".join(key)] + rest[len(key):]
 
 
 def _with_defaults(raw: dict) -> dict:
