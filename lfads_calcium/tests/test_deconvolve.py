@@ -110,12 +110,15 @@ def test_tau_estimate_with_slowly_modulated_rates():
 
 
 def test_auto_uses_the_median_estimate_for_every_neuron():
-    dff = calcium(2, 0.5, 1 / 30, trials=60, bins=36, neurons=5)
+    """Neurons of noise alone (no decay longer than a sample fits) and flat ones give no estimate
+    and do not pull the median."""
+    dff = calcium(2, 0.5, 1 / 30, trials=60, bins=36, neurons=7)
     dff[..., 4] *= 0  # flat: no estimate
+    dff[..., 5:] = 0.05 * np.random.default_rng(0).normal(size=dff[..., 5:].shape)  # noise
     _, info = deconvolve_traces(dff, 1 / 30, None, return_info=True)
     est = info["tau_s_estimate"]
-    assert np.isnan(est[4]) and np.all(np.isfinite(est[:4]))
-    assert np.all(info["tau_s"][:4] == np.median(est[:4]))
+    assert np.all(np.isnan(est[4:])) and np.all(np.isfinite(est[:4]))
+    assert np.all(info["tau_s"][[0, 1, 2, 3, 5, 6]] == np.median(est[:4]))
     assert abs(info["tau_s"][0] - 0.5) < 0.05
     _, given = deconvolve_traces(dff, 1 / 30, 0.5, return_info=True)
     assert np.all(np.isnan(given["tau_s_estimate"])) and np.all(given["tau_s"][:4] == 0.5)

@@ -140,7 +140,8 @@ def estimate_tau(rows, y, frame_s: float, sn: float, max_iter: int = TAU_FIT_ITE
     at once: the g with the least squared error (a grid over tau, then a bounded search) and
     its b. The decay shapes after events carry the estimate, so slow changes of the firing rate
     (which lengthen the autocovariance), trial joins (which shorten it) and calcium that never
-    returns to baseline within a trial matter little. NaN when it fails.
+    returns to baseline within a trial matter little. NaN when no decay of one sample to
+    ``MAX_TAU_S`` fits (a trace of noise alone gives the shortest tau of the search).
     """
     import numpy as np
     from oasis.functions import deconvolve
@@ -187,7 +188,8 @@ def estimate_tau(rows, y, frame_s: float, sn: float, max_iter: int = TAU_FIT_ITE
         tau = tau_new
         if converged or not np.isfinite(tau):
             break
-    return float(tau) if np.isfinite(tau) and tau > 0 else float("nan")
+    # Under one sample: no decay resolved (a trace of noise fits best as unrelated samples).
+    return float(tau) if np.isfinite(tau) and frame_s <= tau <= MAX_TAU_S else float("nan")
 
 
 def deconvolve_traces(traces, bin_s: float, tau_s: Optional[float] = None,
