@@ -207,6 +207,20 @@ def test_given_tau_and_bin_ms(cli, tmp_path, capsys):
         assert f.attrs["tau_s"] == 0.3 and f.attrs["tau_s_source"] == "given"
 
 
+def test_auto_tau_on_noise_alone_says_to_give_it(cli, tmp_path, capsys):
+    src, out = tmp_path / "dff.h5", tmp_path / "events.h5"
+    noise = 0.05 * np.random.default_rng(0).normal(size=(40, 50, 3))
+    with h5py.File(src, "w") as f:
+        f.attrs["bin_size_ms"] = 33.3
+        f.create_dataset("train_encod_data", data=noise[:30])
+        f.create_dataset("valid_encod_data", data=noise[30:])
+    assert cli.main(["deconvolve", str(src), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no decay could be fitted to events" in text and "--tau-s" in text, text
+    with h5py.File(out) as f:
+        assert f.attrs["tau_s_source"].startswith("OASIS autocovariance") and f.attrs["tau_s"] > 0
+
+
 def _not_hdf5(p):
     p.write_text("hello")
 

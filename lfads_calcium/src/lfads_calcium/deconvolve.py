@@ -322,13 +322,19 @@ def deconvolve_arrays(arrays: dict, bin_s: float, tau_s: Optional[float] = None)
     for s in splits:
         if f"{s}_recon_data" in arrays and f"{s}_recon_data" not in out:
             out[f"{s}_recon_data"] = out[f"{s}_encod_data"].copy()
-    taus = np.concatenate([i["tau_s" if tau_s is not None else "tau_s_estimate"] for i in infos]
-                          ) if infos else np.zeros(0)
-    finite = taus[np.isfinite(taus)]
+    def values_of(key):
+        v = np.concatenate([i[key] for i in infos]) if infos else np.zeros(0)
+        return v[np.isfinite(v)]
+
+    finite, source = values_of("tau_s_estimate"), "estimated (median over neurons)"
+    if tau_s is not None:
+        finite, source = values_of("tau_s"), "given"
+    elif finite.size == 0 and values_of("tau_s").size:  # no decay fitted: OASIS's, per neuron
+        finite, source = values_of("tau_s"), "OASIS autocovariance per neuron (no decay fitted)"
     used = float(tau_s) if tau_s is not None else float(np.median(finite)) if finite.size else float("nan")
     values = np.concatenate([v[np.isfinite(v)] for k, v in out.items() if k.endswith("_encod_data")])
     attrs = {"deconvolution": DECONVOLUTION, "tau_s": used,
-             "tau_s_source": "given" if tau_s is not None else "estimated (median over neurons)",
+             "tau_s_source": source,
              "data_units": DATA_UNITS,
              "event_threshold": f"events below {MIN_EVENT_SN} x the neuron's noise s.d. set to 0"}
     summary = {"splits": {s: int(np.shape(arrays[f"{s}_encod_data"])[0]) for s in splits},

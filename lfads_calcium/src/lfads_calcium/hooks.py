@@ -55,6 +55,10 @@ def _run_deconvolve(args: argparse.Namespace) -> int:
     print(f"wrote {s['out']}: OASIS AR(1) events (dF/F units) of {s['neurons']} neurons; {splits}")
     if s["tau_s_source"] == "given":
         tau_text = f"tau {s['tau_s']:.3g} s (given)"
+    elif s["tau_s_range"] is not None and s["tau_s_source"].startswith("OASIS"):
+        lo, hi = s["tau_s_range"]
+        tau_text = (f"tau {lo:.3g}-{hi:.3g} s per neuron (no decay could be fitted to events, so "
+                    f"OASIS's autocovariance estimates: give the indicator's --tau-s)")
     elif s["tau_s_range"] is not None:
         lo, hi = s["tau_s_range"]
         tau_text = f"tau {s['tau_s']:.3g} s (estimated per neuron: median; range {lo:.3g}-{hi:.3g} s)"
