@@ -61,9 +61,10 @@ def test_recovers_known_events(tau):
 
 
 def calcium(seed, tau, bin_s, trials, bins, neurons=3, rate_hz=3.0, amp=0.3, noise=0.05,
-            period_s=None):
+            period_s=None, burst_hz=0.0):
     """dF/F of AR(1) calcium at its steady state from the first sample (a burn-in of 5 tau);
-    rates steady, or modulated by a sinusoid of ``period_s`` with a random phase per trial."""
+    rates steady, or modulated by a sinusoid of ``period_s`` with a random phase per trial;
+    ``burst_hz``: the rate of the first 3 samples of every trial."""
     rng = np.random.default_rng(seed)
     burn = int(5 * tau / bin_s)
     t = np.arange(burn + bins) * bin_s
@@ -71,6 +72,8 @@ def calcium(seed, tau, bin_s, trials, bins, neurons=3, rate_hz=3.0, amp=0.3, noi
     if period_s:
         phase = rng.uniform(0, 2 * np.pi, size=(trials, 1, 1))
         rate = rate * (1 + 0.9 * np.sin(2 * np.pi * t[None, :, None] / period_s + phase))
+    if burst_hz:
+        rate[:, burn:burn + 3] = burst_hz * bin_s
     jumps = rng.poisson(rate) * amp * rng.lognormal(-0.045, 0.3, size=rate.shape)
     c, g = np.zeros((trials, neurons)), np.exp(-bin_s / tau)
     out = np.empty(jumps.shape)
@@ -107,6 +110,16 @@ def test_tau_estimate_with_slowly_modulated_rates():
     ests, oasis = zip(*(neuron_tau(dff, n, 1 / 30) for n in range(dff.shape[-1])))
     assert all(abs(e - 0.3) < 0.12 * 0.3 for e in ests), ests
     assert min(oasis) > 0.5, oasis
+
+
+def test_tau_estimate_with_a_burst_at_each_trial_start():
+    """A large transient at every trial's start and few spikes after it: a too-short starting
+    tau makes OASIS put events along the slow decay; those (the trace falls there) are not
+    onsets, so the refit lengthens tau instead of keeping it short (0.39 s for 1 s if they were)."""
+    dff = calcium(3, 1.0, 1 / 30, trials=150, bins=36, rate_hz=0.5, burst_hz=60.0, amp=0.2)
+    ests, oasis = zip(*(neuron_tau(dff, n, 1 / 30) for n in range(dff.shape[-1])))
+    assert all(abs(e - 1.0) < 0.1 for e in ests), (ests, oasis)
+    assert max(oasis) < 0.7, oasis
 
 
 def test_auto_uses_the_median_estimate_for_every_neuron():
