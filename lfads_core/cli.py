@@ -146,6 +146,7 @@ def _validate(args) -> None:
         from .pbt.members import check_search_space
 
         check_search_space(spec, source=str(args.spec))
+    device = _device_line(spec)  # e.g. CUDA asked for where there is none: before "spec ok"
     first = sessions[0]
     n_in, n_out, t_in, t_out, ext = first.shape
     m = spec.model
@@ -175,7 +176,7 @@ def _validate(args) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     ctrl = "on" if model.generator.co_dim > 0 else "off (autonomous)"
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
-    print(f"device: {_device_line(spec)}")
+    print(f"device: {device}")
     if spec.pbt is not None:
         from .pbt.runners import describe_engine
 
@@ -314,8 +315,12 @@ def _device_line(spec) -> str:
     if device.type != "cuda":
         from .model import fused
         n = set_threads(spec.train.threads)
-        return (f"cpu ({n} thread{'s' if n != 1 else ''}; train.device: {spec.train.device}); "
+        line = (f"cpu ({n} thread{'s' if n != 1 else ''}; train.device: {spec.train.device}); "
                 f"fused CPU kernels: {fused.status()}")
+        if use_compile(spec.train.compile, device):  # train.compile: on
+            fused_off = fused.status().startswith(("off", "unavailable"))
+            line += "; compiled steps on" + ("" if fused_off else " (where the fused kernels do not run)")
+        return line
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"
     compiled = "on" if use_compile(spec.train.compile, device) else "off"
     if compiled == "off" and spec.train.compile == "auto" and not has_triton():

@@ -46,9 +46,10 @@ OUTPUT_FIELDS = ("output_params", "factors", "ic_mean", "ic_std", "co_means", "c
 # --------------------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------------------- #
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*LFADS_RUN, *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*LFADS_RUN, *map(str, args)], cwd=cwd, env={**ENV, **(env_extra or {})},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def sets(*items: str) -> list[str]:
@@ -175,6 +176,20 @@ def test_validate(work):
     assert f"{N_TRAIN} trials" in res.stdout and f"{N_VALID} trials" in res.stdout
     assert "poisson" in res.stdout
     assert not (work / "runs" / "lorenz").exists()  # validate trains nothing, writes nothing
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_validate_cuda_without_cuda_is_an_error_before_spec_ok(work):
+    res = run_cli("validate", work / "spec.yaml", *sets(*TINY), "--device", "cuda", cwd=work)
+    assert_one_line_error(res, "train.device: cuda asked for", "use cpu or auto")
+    assert "spec ok" not in res.stdout, res.stdout
+
+
+def test_validate_says_when_steps_are_compiled_on_the_cpu(work):
+    res = run_cli("validate", work / "spec.yaml", *sets(*TINY, "train.compile=on"), cwd=work,
+                  env_extra={"LFADS_FUSED_CPU": "0"})
+    assert_ok(res)
+    assert "fused CPU kernels: off (LFADS_FUSED_CPU=0); compiled steps on" in res.stdout, res.stdout
 
 
 def test_validate_example_with_synth_data(tmp_path):
