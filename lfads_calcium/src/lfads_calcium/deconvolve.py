@@ -48,13 +48,14 @@ neurons at a few Hz, tau 0.3 s, amplitude 0.2 dF/F, noise 0.05 dF/F per sample):
   settings; at 10 Hz firing, tau 0.5 s was estimated 0.59 s (0.905 vs 0.918).
 - **Zero inflation.** An event below ``MIN_EVENT_SN`` times the neuron's ``sn`` is set to
   exactly 0 (OASIS's L1 solution is already sparse; this removes the small values fitted to
-  noise; 93 % of the observed samples are then 0 on the synthetic data at K = 1, 83 % at K = 3).
-  Events sum to about 0.85 x the true amplitudes there (the zeroed small events, the first
-  sample of each trial and what remains of the L1 shrinkage).
+  noise; 92 % of the observed samples are then 0 on the synthetic data at K = 1, 84 % at K = 3).
+  At K = 1 events sum to about 0.90 x the true amplitudes there (the zeroed small events, the
+  first sample of each trial and what remains of the L1 shrinkage; 0.85 with the
+  autocovariance estimate of tau).
 - **Gain.** OASIS's L1 penalty shrinks the fitted calcium; each neuron's events are multiplied by
   the least-squares gain of its fitted calcium to its data (sum (y - b) c / sum c², kept in
   [1, 3]; about 1.05 on the synthetic data), which raised the events' sum from 0.81 to 0.85 of
-  the truth.
+  the truth (with the autocovariance estimate of tau).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ def _configure_deconvolve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--tau-s", default="auto", metavar="T|auto",
                         help="decay time constant of the indicator in seconds, or 'auto' to "
-                             "estimate it per neuron (default: auto; e.g. ~0.3-0.4 for GCaMP6f, "
+                             "estimate it per neuron from the decays after events and use the "
+                             "median for all (default: auto; e.g. ~0.3-0.4 for GCaMP6f, "
                              "~1 for GCaMP6s)")
     parser.add_argument("--bin-ms", default=None, metavar="MS",
                         help="bin size in ms (default: the file's 'bin_size_ms' attribute; when given, it replaces "
