@@ -140,10 +140,10 @@ def estimate_tau(rows, y, frame_s: float, sn: float, max_iter: int = TAU_FIT_ITE
     ``max_iter`` times, until tau changes by under 1 %): deconvolve each trial with the current
     g and baseline; cut every trial into segments at its first sample and at each event of at
     least ``MIN_EVENT_SN`` x ``sn`` where the trace rises (events on a falling stretch are what a
-    too-short tau puts along a slow decay: taking them as onsets would keep tau short); fit ``b + v_k g^j`` to the samples (j = 0, 1, ... within
-    segment k), with one baseline b and a free amplitude v_k >= 0 per segment, over all trials
-    at once: the g with the least squared error (a grid over tau, then a bounded search) and
-    its b. The decay shapes after events carry the estimate, so slow changes of the firing rate
+    too-short tau puts along a slow decay: taking them as onsets would keep tau short); fit
+    ``b + v_k g^j`` to the samples (j = 0, 1, ... within segment k), with one baseline b and a
+    free amplitude v_k >= 0 per segment, over all trials at once: the g with the least squared
+    error (a grid over tau, then a bounded search) and its b. The decay shapes after events carry the estimate, so slow changes of the firing rate
     (which lengthen the autocovariance), trial joins (which shorten it) and calcium that never
     returns to baseline within a trial matter little. NaN when no decay of one sample to
     ``MAX_TAU_S`` fits (a trace of noise alone gives the shortest tau of the search).
