@@ -61,7 +61,8 @@ def test_events_recover_the_spikes(k):
         ev = events[f"{split}_encod_data"]
         true = frame_summed(dff[f"{split}_spike_amplitudes"], g, k)
         seen = np.isfinite(ev)
-        assert np.array_equal(seen, np.isfinite(dff[f"{split}_encod_data"]))
+        observed = np.isfinite(dff[f"{split}_encod_data"])
+        assert np.array_equal(seen, observed & (np.cumsum(observed, axis=1) > 1))  # not the first
         corr = [np.corrcoef(ev[..., n][seen[..., n]], true[..., n][seen[..., n]])[0, 1]
                 for n in range(ev.shape[2])]
         assert np.mean(corr) > 0.85 and min(corr) > 0.7, corr
@@ -85,8 +86,10 @@ def test_cli_writes_both_files(cli, tmp_path, capsys):
                 data = f[f"{split}_encod_data"][()]
                 assert data.shape == (n, 100, 40)
                 assert np.array_equal(data, f[f"{split}_recon_data"][()], equal_nan=True)
-                assert abs(np.isnan(data).mean() - 2 / 3) < 0.01
+                assert abs(np.isnan(data).mean() - 2 / 3) < 0.015
                 seen = (np.arange(100)[:, None] - offsets[None, :]) % 3 == 0
+                if f is ev:  # a trial's first observed sample carries no event information
+                    seen[offsets, np.arange(40)] = False
                 assert np.isfinite(data[:, seen]).all() and np.isnan(data[:, ~seen]).all()
                 for key in PER_SPLIT:
                     assert f"{split}_{key}" in f, key
