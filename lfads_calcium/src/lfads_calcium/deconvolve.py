@@ -251,30 +251,32 @@ def deconvolve_traces(traces, bin_s: float, tau_s: Optional[float] = None,
     info = {k: np.full(n_neurons, np.nan)
             for k in ("tau_s", "tau_s_estimate", "g", "sn", "baseline", "threshold")}
     info["frame_bins"] = np.ones(n_neurons, dtype=np.int64)
-    neurons = []  # (n, rows, observed, y, frame_s, sn) of the neurons with a signal
-    for n in range(n_neurons):
+
+    def samples(n):
+        """Neuron n's observation mask [trials, T], observed samples per trial, all of them."""
         trace = x[:, :, n].astype(np.float64)
         observed = np.isfinite(trace)
-        rows = [trace[i][observed[i]] for i in range(n_trials)]
-        y = trace[observed]
+        return observed, [trace[i][observed[i]] for i in range(n_trials)], trace[observed]
+
+    neurons = []  # (n, frame_s, sn) of the neurons with a signal; their samples made again
+    for n in range(n_neurons):  # when needed, one neuron at a time (memory)
+        observed, rows, y = samples(n)
         k = frame_interval_bins(observed)
         info["frame_bins"][n] = k
-        out = np.full((n_trials, n_bins), np.nan, dtype=np.float32)
-        out[observed] = 0.0
-        events[:, :, n] = out
+        events[:, :, n][observed] = 0.0
         if y.size >= 4 and np.ptp(y) > 0:
             sn = _noise_sd(rows)
-            if not sn > 0:
-                sn = 1e-6 * float(np.ptp(y))
-            neurons.append((n, rows, observed, y, k * bin_s, sn))
+            neurons.append((n, k * bin_s, sn if sn > 0 else 1e-6 * float(np.ptp(y))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if tau_s is None:
-            for n, rows, _, y, frame_s, sn in neurons:
+            for n, frame_s, sn in neurons:
+                _, rows, y = samples(n)
                 info["tau_s_estimate"][n] = estimate_tau(rows, y, frame_s, sn)
             estimates = info["tau_s_estimate"][np.isfinite(info["tau_s_estimate"])]
             tau_s = float(np.median(estimates)) if estimates.size else None
-        for n, rows, observed, y, frame_s, sn in neurons:
+        for n, frame_s, sn in neurons:
+            observed, rows, y = samples(n)
             tau_n = float(tau_s) if tau_s is not None else -frame_s / np.log(_oasis_g(y, sn))
             g = float(np.exp(-frame_s / tau_n))
             opts = dict(tau_d=tau_n, framerate=1.0 / frame_s, sn=sn)
