@@ -161,6 +161,7 @@ def _validate(args) -> None:
             recon = "" if split.recon is None else f", recon {split.recon.shape[1]} bins x {split.recon.shape[2]} ch"
             print(f"  {name}: {split.n_trials} trials, encod {split.encod.shape[1]} bins x "
                   f"{split.encod.shape[2]} ch{recon}" + (", truth" if split.truth is not None else "")
+                  + (", latents" if split.latents is not None else "")
                   + (", conditions" if split.cond is not None else ""))
     print(f"external inputs: {ext}" + (f"; bin size {first.bin_size_ms} ms" if first.bin_size_ms else ""))
     print("components: " + ", ".join(f"{k} {getattr(m, k).name}" for k in

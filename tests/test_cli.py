@@ -198,6 +198,7 @@ def test_validate_example_with_synth_data(tmp_path):
     res = run_cli("validate", tmp_path / "lorenz.yaml")
     assert_ok(res)
     assert "spec ok" in res.stdout
+    assert "recon 100 bins x 40 ch, truth, latents, conditions" in res.stdout  # what the file has
 
 
 def test_plugins_text():

@@ -268,6 +268,18 @@ def test_auto_tau_on_noise_alone_says_to_give_it(cli, tmp_path, capsys):
         assert f.attrs["tau_s_source"].startswith("OASIS autocovariance") and f.attrs["tau_s"] > 0
 
 
+def test_events_are_not_deconvolved_again(cli, tmp_path, capsys):
+    src, events, again = tmp_path / "dff.h5", tmp_path / "events.h5", tmp_path / "again.h5"
+    write_input(src)
+    assert cli.main(["deconvolve", str(src), "--out", str(events), "--tau-s", "0.3"]) == 0
+    capsys.readouterr()
+    assert cli.main(["deconvolve", str(events), "--out", str(again)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {events}: holds events already (file attribute deconvolution = "
+                   f"'OASIS AR(1)'); deconvolve the dF/F file"), err
+    assert not again.exists()
+
+
 def _not_hdf5(p):
     p.write_text("hello")
 

@@ -372,6 +372,10 @@ def deconvolve_arrays(arrays: dict, bin_s: float, tau_s: Optional[float] = None)
     return out, attrs, summary
 
 
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _error(message: str):
     from lfads_core.errors import DataError
 
@@ -452,6 +456,9 @@ def deconvolve_file(in_path, out_path, tau_s: Optional[float] = None,
     except OSError:
         raise _error(f"{in_path}: not a readable HDF5 file") from None
     with f:
+        if "deconvolution" in f.attrs:
+            raise _error(f"{in_path}: holds events already (file attribute deconvolution = "
+                         f"'{_text(f.attrs['deconvolution'])}'); deconvolve the dF/F file")
         keys = list(f.keys())
         splits = _splits([k for k in keys if isinstance(f[k], h5py.Dataset)])
         if not splits:
