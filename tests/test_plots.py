@@ -42,7 +42,8 @@ def open_pyplot_figures() -> list[int]:
 
 def all_text(fig) -> str:
     """Every piece of text of a figure: titles, axis labels, annotations, legends."""
-    parts = [fig._suptitle.get_text() if fig._suptitle else ""]
+    parts = [fig._suptitle.get_text() if fig._suptitle else "",
+             fig._supylabel.get_text() if getattr(fig, "_supylabel", None) else ""]
     for ax in fig.axes:
         parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
         if hasattr(ax, "get_zlabel"):
@@ -176,7 +177,8 @@ def test_rates_figure_says_split_trials_units_and_neurons(rates_data):
     assert "time (ms)" in text and "counts per bin" in text
     axes = fig.axes
     assert len(axes) == 4 * 2
-    assert all(ax.get_ylabel() == "counts per bin" for ax in axes[::2])
+    assert fig._supylabel.get_text() == "counts per bin"  # once for the figure, not per row
+    assert all(ax.get_ylabel() == "" for ax in axes)
     labelled = [t.get_text() for t in axes[0::2][0].texts] + \
         [t.get_text() for ax in axes[2::2] for t in ax.texts]
     assert labelled[0].startswith("neuron 0: mean ") and labelled[-1].startswith("neuron 5: mean ")

@@ -222,8 +222,6 @@ def rates_figure(
                     bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
             if r == 0:
                 ax.set_title(_trial_title(trial, trial_numbers), fontsize=9)
-            if c == 0:
-                ax.set_ylabel(units, fontsize=8)
             if r == len(rows) - 1:
                 ax.set_xlabel(time_label(bin_ms), fontsize=8)
             ax.tick_params(labelsize=7)
@@ -231,6 +229,7 @@ def rates_figure(
     order = [k for k in ("data", "unobserved", "inferred", "truth") if k in legend]
     fig.legend([legend[k] for k in order], order, fontsize=7, loc="lower center",
                ncol=len(order), frameon=False)
+    fig.supylabel(units, fontsize=8)  # once: per row, long units overlapped between the rows
     fig.suptitle(f"Inferred mean ({units}) over the data: {trials_label(split, cols, trial_numbers)}\n"
                  f"neurons spanning the range of mean inferred rates (over all "
                  f"{rates.shape[0]} trials)", fontsize=10)
