@@ -316,10 +316,11 @@ def _device_line(spec) -> str:
     if device.type != "cuda":
         from .model import fused
         n = set_threads(spec.train.threads)
+        status = fused.status()
         line = (f"cpu ({n} thread{'s' if n != 1 else ''}; train.device: {spec.train.device}); "
-                f"fused CPU kernels: {fused.status()}")
+                f"fused CPU kernels: {status}")
         if use_compile(spec.train.compile, device):  # train.compile: on
-            fused_off = fused.status().startswith(("off", "unavailable"))
+            fused_off = status.startswith(("off", "unavailable"))
             line += "; compiled steps on" + ("" if fused_off else " (where the fused kernels do not run)")
         return line
     graphs = "on" if use_graphs(spec.train.cuda_graphs, device) else "off"

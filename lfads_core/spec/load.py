@@ -128,12 +128,11 @@ def _search_space_path(raw: dict, path: list[str]) -> list[str]:
     default one first, so that a --set changes or extends it."""
     if path[:2] != ["pbt", "search_space"] or len(path) < 3:
         return path
-    default = {k: attrs.asdict(v) for k, v in default_search_space().items()}
     if raw.get("pbt") is None:
         raw["pbt"] = {}
     pbt = raw["pbt"]
     if isinstance(pbt, dict) and pbt.get("search_space") is None:
-        pbt["search_space"] = default
+        pbt["search_space"] = {k: attrs.asdict(v) for k, v in default_search_space().items()}
     space = pbt.get("search_space") if isinstance(pbt, dict) else None
     rest, fields = path[2:], {f.name for f in attrs.fields(DimensionSpec)}
     # a field of an entry (low, ...; or a misspelt field of an entry the space has)

@@ -78,6 +78,8 @@ TAU_FIT_ITERATIONS = 5
 TAU_FIT_SAMPLES = 30_000
 
 DECONVOLUTION = "OASIS AR(1)"
+#: ``tau_s_source`` where ``auto`` fitted no decay (noise alone): OASIS's per-neuron estimates.
+TAU_SOURCE_FALLBACK = "OASIS autocovariance per neuron (no decay fitted)"
 DATA_UNITS = "event amplitude (dF/F units)"
 _SPLIT_ORDER = ("train", "valid", "test")
 
@@ -356,7 +358,7 @@ def deconvolve_arrays(arrays: dict, bin_s: float, tau_s: Optional[float] = None)
     if tau_s is not None:
         finite, source = values_of("tau_s"), "given"
     elif finite.size == 0 and values_of("tau_s").size:  # no decay fitted: OASIS's, per neuron
-        finite, source = values_of("tau_s"), "OASIS autocovariance per neuron (no decay fitted)"
+        finite, source = values_of("tau_s"), TAU_SOURCE_FALLBACK
     used = float(tau_s) if tau_s is not None else float(np.median(finite)) if finite.size else float("nan")
     values = np.concatenate([v[np.isfinite(v)] for k, v in out.items() if k.endswith("_encod_data")])
     attrs = {"deconvolution": DECONVOLUTION, "tau_s": used,

@@ -47,7 +47,7 @@ def _positive(text: str, option: str, unit: str) -> float:
 
 
 def _run_deconvolve(args: argparse.Namespace) -> int:
-    from .deconvolve import deconvolve_file
+    from .deconvolve import TAU_SOURCE_FALLBACK, deconvolve_file
 
     tau = None if str(args.tau_s).strip().lower() == "auto" else _positive(args.tau_s, "--tau-s", "seconds")
     bin_ms = None if args.bin_ms is None else _positive(args.bin_ms, "--bin-ms", "milliseconds")
@@ -56,7 +56,7 @@ def _run_deconvolve(args: argparse.Namespace) -> int:
     print(f"wrote {s['out']}: OASIS AR(1) events (dF/F units) of {s['neurons']} neurons; {splits}")
     if s["tau_s_source"] == "given":
         tau_text = f"tau {s['tau_s']:.3g} s (given)"
-    elif s["tau_s_range"] is not None and s["tau_s_source"].startswith("OASIS"):
+    elif s["tau_s_range"] is not None and s["tau_s_source"] == TAU_SOURCE_FALLBACK:
         lo, hi = s["tau_s_range"]
         tau_text = (f"tau {lo:.3g}-{hi:.3g} s per neuron (no decay could be fitted to events, so "
                     f"OASIS's autocovariance estimates: give the indicator's --tau-s)")
