@@ -30,7 +30,7 @@ if [[ $PARTS == *engine* ]]; then
   tail -20 "$OUT/engine.txt"
 fi
 if [[ $PARTS == *sample* ]]; then
-  timeout "${SAMPLE_TIMEOUT:-40}" python3 benchmarks/sample_speed.py --device cuda --rows "${ROWS:-auto,16384,32768,65536}" --profile >"$OUT/sample.txt" 2>&1
+  timeout "${SAMPLE_TIMEOUT:-40}" python3 benchmarks/sample_speed.py --device cuda --rows "${ROWS:-auto,16384,32768,65536}" --ab-pageable --profile >"$OUT/sample.txt" 2>&1
   grep -v "^USDT" "$OUT/sample.txt" | head -40
 fi
 if [[ $PARTS == *tests* ]]; then

@@ -6,7 +6,11 @@ timing after the allocator's cache was emptied (as after training, which gives i
 before sampling) and the median of the next ones, and on CUDA the peak GPU memory. Run on a
 quiet machine:
 
-    .venv/bin/python benchmarks/sample_speed.py [--device cuda] [--rows auto,16384,32768,65536] [--profile]
+    .venv/bin/python benchmarks/sample_speed.py [--device cuda] [--rows auto,16384,32768,65536] [--profile] [--ab-pageable]
+
+``--ab-pageable`` then times the automatic pass size with the results copied to the host as
+before they went through pinned memory (a blocking copy into pageable memory), alternating with
+today's copies, and prints both medians and their ratio.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import lfads_core.output.sample as sample_module
 from lfads_core.assembly import load_data, make_model, set_threads
 from lfads_core.data.batches import to_tensors
 from lfads_core.data.synth import make_lorenz, write_h5
@@ -40,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="then profile one sampling of both splits at the automatic pass size: the "
                         "operations taking the most time (on CUDA: GPU time)")
+    p.add_argument("--ab-pageable", action="store_true",
+                   help="then time the automatic pass size with blocking copies into pageable "
+                        "memory against today's copies, alternating, 2 x repeats each")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     device = resolve_device(args.device, "--device")
@@ -85,9 +93,30 @@ def main(argv=None) -> int:
     for name, rows, passes, cold, warm, peak in table:
         label = f"{rows} (auto)" if name == "auto" else str(rows)
         print(f"{label:>14} {passes:>7} {cold:>8.3f} {warm:>9.3f} {peak:>13.2f}")
+    if args.ab_pageable:
+        ab_pageable(lambda: sample_all(rows_per_pass(model, 0)), 2 * args.repeats)
     if args.profile:
         profile(lambda: sample_all(rows_per_pass(model, 0)), cuda)
     return 0
+
+
+def ab_pageable(run, repeats: int) -> None:
+    """Today's copies to the host against blocking copies into pageable memory (the code before
+    the pinned copies), alternating in one process."""
+    today = sample_module._to_host
+    pageable = lambda x: x.to(torch.float32).cpu()  # noqa: E731
+    times = {"pinned": [], "pageable": []}
+    run()
+    for _ in range(repeats):
+        for name, fn in (("pageable", pageable), ("pinned", today)):
+            sample_module._to_host = fn
+            try:
+                times[name].append(run())
+            finally:
+                sample_module._to_host = today
+    a, b = (statistics.median(times[k]) for k in ("pageable", "pinned"))
+    print(f"copies to the host, automatic pass size, median of {repeats}: pageable {a:.3f} s, "
+          f"pinned {b:.3f} s, ratio {a / b:.2f}x")
 
 
 def profile(run, cuda: bool, top: int = 20) -> None:
