@@ -239,6 +239,11 @@ def test_sampling_on_cuda_matches_cpu_up_to_sampling_noise(setup):
         noise = r2(cpu[key], cpu_again[key])
         assert r2(cpu[key], gpu[key]) > noise - 0.03, (key, r2(cpu[key], gpu[key]), noise)
     np.testing.assert_allclose(gpu["ic_mean"], cpu["ic_mean"], rtol=1e-4, atol=1e-5)
+    # several passes: each pass's pinned copies are stored while the next pass runs
+    passes = posterior_sample(model, split, 200, rows=200 * 7, seed=0)
+    for key in ("output_params", "factors"):
+        assert r2(cpu[key], passes[key]) > r2(cpu[key], cpu_again[key]) - 0.03, key
+    np.testing.assert_allclose(passes["ic_mean"], cpu["ic_mean"], rtol=1e-4, atol=1e-5)
 
 
 @needs_cuda

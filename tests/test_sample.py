@@ -59,6 +59,21 @@ def test_a_pass_out_of_memory_is_retried_with_half_the_trials(monkeypatch):
         np.testing.assert_array_equal(got[k], expect[k], err_msg=k)  # a failed pass drew nothing
 
 
+def test_passes_write_their_trials_in_order():
+    """The posterior means (no sampling noise) of passes of 2 trials equal one pass's, trial by
+    trial, in float32 arrays of all the trials."""
+    model = make()
+    data = _split(model)
+    whole = posterior_sample(model, data, num_samples=4, rows=9 * 4, seed=5)
+    passes = posterior_sample(model, data, num_samples=4, rows=2 * 4, seed=5)
+    assert whole.keys() == passes.keys()
+    for k, v in passes.items():
+        assert v.dtype == np.float32 and v.shape == whole[k].shape and v.shape[0] == 9, k
+    for k in ("ic_mean", "ic_std"):
+        np.testing.assert_allclose(passes[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert not np.allclose(passes["ic_mean"][:8], passes["ic_mean"][1:])
+
+
 def test_out_of_memory_with_one_trial_a_pass_is_raised(monkeypatch):
     model = make()
     rng = torch.get_rng_state()
