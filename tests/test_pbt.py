@@ -149,6 +149,60 @@ def test_adopt_takes_weights_and_optimizer_keeps_own_streams(tmp_path):
     assert b.nan_recoveries == 0 and b.since_best == 0 and b.smoothed == a.smoothed
 
 
+@settings(max_examples=50, deadline=None)
+@given(failed=st.sets(st.integers(0, 5), max_size=5), seed=st.integers(0, 2**16))
+def test_failed_members_sit_out_the_tournament_and_clone_the_best(failed, seed):
+    from lfads_core.pbt.controller import Population, run_generations
+    from lfads_core.spec.schema import PbtSpec
+
+    class Runner:
+        def __init__(self):
+            self.adopted = []
+
+        def train(self, epochs):
+            return {m: {"error": "died", "rows": []} if m in failed else {"fitness": 1.0 + m, "rows": []}
+                    for m in range(6)}
+
+        def state(self, m):
+            return m
+
+        def adopt(self, loser, state, hparams):
+            self.adopted.append((state, loser))
+
+    pbt = PbtSpec(population=6, max_generations=2, seed=seed)
+    runner = Runner()
+    run_generations(pbt, runner, Population(hparams={m: sample_initial(pbt.search_space, np.random.default_rng(m))
+                                                      for m in range(6)}), log=lambda s: None)
+    winners = {w for w, _ in runner.adopted}
+    assert not winners & failed  # a failed member never hands on its state
+    assert {loser for w, loser in runner.adopted if loser in failed} == failed
+    best = min(set(range(6)) - failed)
+    assert all(w == best for w, loser in runner.adopted if loser in failed)
+
+
+def test_a_member_behind_takes_the_epoch_count_and_history_it_adopts(tmp_path):
+    """A member rebuilt after its worker died (epoch 0) goes on from its winner's epoch, so its
+    KL/L2 ramps and max_epochs in best_spec.yaml are not restarted; members level with each
+    other keep their own history."""
+    from lfads_core.assembly import load_data
+    from lfads_core.pbt.members import build_member
+
+    _, spec = _spec(tmp_path, {})
+    sessions = load_data(spec)
+    hp = {"train.lr": 0.002}
+    a, b, fresh = (build_member(spec, sessions, m, hp) for m in range(3))
+    for _ in range(3):
+        a.run_epoch()
+        b.run_epoch()
+    own = list(b.history)
+    b.adopt(a.state_dict(), hp)
+    assert b.epoch == 3 and b.history == own
+    fresh.adopt(a.state_dict(), hp)
+    assert fresh.epoch == 3 and fresh.history == a.history
+    row = fresh.run_epoch()
+    assert row["epoch"] == 4 and row["kl_ramp"] == a.run_epoch()["kl_ramp"] > 0
+
+
 def test_local_population_writes_outputs_and_resumes(tmp_path):
     spec_path, spec = _spec(tmp_path, {})
     cmd = [sys.executable, "-m", "lfads_core.cli", str(spec_path)]

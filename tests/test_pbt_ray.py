@@ -99,6 +99,9 @@ def test_a_killed_worker_is_reported_and_replaced(tmp_path):
     assert proc.returncode == 0, text
     assert "failed in generation 2: its Ray worker died" in text
     assert "generation 3/3" in text and (tmp_path / "kill" / "lfads_output.h5").exists()
+    with open(tmp_path / "kill" / "pbt.csv") as f:  # the rebuilt members went on as clones
+        last = {r["epoch"] for r in csv.DictReader(f) if r["generation"] == "3"}
+    assert len(last) == 1, last
 
 
 def test_joins_a_cluster_started_apart(tmp_path):

@@ -72,10 +72,10 @@ def run_generations(pbt: PbtSpec, runner, pop: Population, log: Callable[[str], 
                     or should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations))
         exploits = 0
         if not pop.done:
-            pairs = tournament(fitness, rng)
-            losers = {loser for _, loser in pairs}
-            pairs += [(best_m, m) for m in fitness if not math.isfinite(fitness[m]) and m not in losers
-                      and m != best_m]
+            # Failed members sit the tournament out (two of them paired would pass one's broken
+            # or rebuilt state to the other) and each takes a clone of the best member.
+            pairs = tournament({m: f for m, f in fitness.items() if math.isfinite(f)}, rng)
+            pairs += [(best_m, m) for m in fitness if not math.isfinite(fitness[m])]
             for winner, loser in pairs:
                 new = explore(pop.hparams[winner], space, rng)
                 runner.adopt(loser, runner.state(winner), new)

@@ -342,9 +342,13 @@ class Trainer:
         """PBT exploit: take another trainer's weights and optimizer state (``state``, from its
         :meth:`state_dict`) and the hyperparameters ``hparams``; keep this trainer's own random
         streams, data order, epoch count and history; restart its early-stopping, plateau and
-        NaN counters from the adopted model's smoothed validation loss."""
+        NaN counters from the adopted model's smoothed validation loss. A trainer behind the
+        other (rebuilt after its process died, or failed within a generation) takes its epoch
+        count and history too: it goes on as a clone, its KL and L2 ramps where the other's are."""
         self.model.load_state_dict(state["model"])
         self._load_optimizer(state["optimizer"])
+        if self.epoch < state["epoch"]:
+            self.epoch, self.history = state["epoch"], list(state["history"])
         self.smoothed = state["smoothed"]
         self.best, self.best_epoch, self.since_best = math.inf, self.epoch, 0
         self.plateau_best, self.plateau_bad = math.inf, 0
