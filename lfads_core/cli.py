@@ -144,8 +144,10 @@ def _validate(args) -> None:
     run.check_components(spec, sessions, model, augs)
     if spec.pbt is not None:
         from .pbt.members import check_search_space
+        from .pbt.ray_runner import preflight
 
         check_search_space(spec, source=str(args.spec))
+        preflight(spec, source=str(args.spec))
     device = _device_line(spec)  # e.g. CUDA asked for where there is none: before "spec ok"
     first = sessions[0]
     n_in, n_out, t_in, t_out, ext = first.shape
@@ -179,13 +181,14 @@ def _validate(args) -> None:
     print(f"model: {n_params} parameters; controller {ctrl}; factors {model.generator.fac_dim}")
     print(f"device: {device}")
     if spec.pbt is not None:
+        from .pbt.ray_runner import describe_cluster
         from .pbt.runners import describe_engine
 
         pbt = spec.pbt
         print(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
               f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations, "
               f"fitness {pbt.fitness}; tuning {', '.join(pbt.search_space)}; Ray: "
-              f"{pbt.address or 'embedded'}; engine {describe_engine(spec)}")
+              f"{describe_cluster(spec)}; engine {describe_engine(spec)}")
     print(f"output: {spec.output}")
     for ds in sessions:
         for note in ds.notes:
@@ -316,8 +319,11 @@ def _device_line(spec) -> str:
     if device.type != "cuda":
         from .model import fused
         n = set_threads(spec.train.threads)
+        per = ""
+        if spec.pbt is not None and spec.pbt.address != "local":  # a Ray worker's members
+            n, per = max(1, int(spec.pbt.resources.cpu)), " per member, pbt.resources.cpu"
         status = fused.status()
-        line = (f"cpu ({n} thread{'s' if n != 1 else ''}; train.device: {spec.train.device}); "
+        line = (f"cpu ({n} thread{'s' if n != 1 else ''}{per}; train.device: {spec.train.device}); "
                 f"fused CPU kernels: {status}")
         if use_compile(spec.train.compile, device):  # train.compile: on
             fused_off = status.startswith(("off", "unavailable"))

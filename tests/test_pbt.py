@@ -233,6 +233,13 @@ def test_local_population_writes_outputs_and_resumes(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "resuming the population" in res.stdout and "generation 3/3" in res.stdout
     assert "generation 1/3" not in res.stdout
+    # Once more: the population is complete; the outputs come from its saved states, no runner.
+    before = (run / "pbt.csv").read_text()
+    res = subprocess.run(cmd + ["--set", "pbt.max_generations=3"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "finished after generation 3" in res.stdout and "generation 3/3" not in res.stdout
+    assert (run / "pbt.csv").read_text() == before and (run / "lfads_output.h5").exists()
 
 
 def test_validate_checks_the_search_space_and_describes_the_population(tmp_path):
@@ -258,3 +265,59 @@ def test_validate_checks_the_search_space_and_describes_the_population(tmp_path)
     assert res.stderr.strip().endswith("pbt.search_space.model.dropout_rate.high: outside what "
                                        "model.dropout_rate accepts (must be in [0, 1), got 1.5)"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_resources_beyond_this_machine_are_a_spec_error_before_anything_is_written(tmp_path):
+    """With an embedded cluster (this machine) validate and the run say so at once; the run used
+    to fail after writing its folder, naming no file."""
+    spec_path, spec = _spec(tmp_path, {"address": None})
+    env = {"OMP_NUM_THREADS": "1", "LFADS_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
+    for cmd in (["validate", str(spec_path)], [str(spec_path)]):
+        res = subprocess.run([sys.executable, "-m", "lfads_core.cli", *cmd, "--set", "pbt.resources.cpu=4096",
+                              "--set", "pbt.resources.gpu=64"], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0].startswith(f"error: {spec_path}: pbt.resources.cpu: one member asks for 4096 CPU, "
+                                   f"this machine (the embedded Ray cluster) has "), lines
+        assert lines[1].startswith(f"error: {spec_path}: pbt.resources.gpu: one member asks for 64 GPU"), lines
+        assert not Path(spec.output).exists()
+
+
+def test_explore_weight_and_search_space_messages(tmp_path):
+    from lfads_core.spec.load import load_spec
+
+    spec_path, _ = _spec(tmp_path, {})
+    with pytest.raises(SpecError, match=r"explore_weight: must be in \(0, 1\], got 1.5"):
+        load_spec(spec_path, ["pbt.search_space.train.lr.explore_weight=1.5"])
+    with pytest.raises(SpecError, match=r"explore_weight: must be in \(0, 1\], got 0"):
+        load_spec(spec_path, ["pbt.search_space.train.lr.explore_weight=0"])
+    with pytest.raises(SpecError, match=r"pbt.search_space: expected a mapping \(key: value lines\), got a list$"):
+        load_spec(spec_path, ["pbt.search_space=[train.lr]"])
+
+
+@pytest.mark.parametrize("rule", ["max_generations", "stop_ratio"])
+def test_the_last_generation_line_says_why_the_population_stops(rule):
+    from lfads_core.pbt.controller import Population, run_generations
+    from lfads_core.spec.schema import PbtSpec
+
+    class Runner:
+        def train(self, epochs):
+            return {m: {"fitness": 1.0 + m, "rows": []} for m in range(2)}  # never improves
+
+        def state(self, m):
+            return m
+
+        def adopt(self, loser, state, hparams):
+            pass
+
+    pbt = (PbtSpec(population=2, max_generations=3) if rule == "max_generations"
+           else PbtSpec(population=2, max_generations=50, stop_ratio=0.01, stop_generations=2))
+    lines = []
+    run_generations(pbt, Runner(), Population(hparams={m: sample_initial(pbt.search_space, np.random.default_rng(m))
+                                                       for m in range(2)}), log=lines.append)
+    if rule == "max_generations":
+        assert lines[-1].endswith("(stopping: reached max_generations (3))") and len(lines) == 3
+    else:
+        assert len(lines) == 3 and lines[-1].endswith(
+            "(stopping: the best fitness improved by less than 0.01 (relative) over the last 2 "
+            "generations (pbt.stop_ratio, pbt.stop_generations))")

@@ -119,7 +119,8 @@ def test_joins_a_cluster_started_apart(tmp_path):
         while True:
             res = subprocess.run([sys.executable, "-m", "lfads_core.cli", str(spec), "--address",
                                   f"127.0.0.1:{port}"], env=ENV, capture_output=True, text=True, timeout=300)
-            if res.returncode == 0 or time.monotonic() > deadline or "cannot start or join" not in res.stderr:
+            starting = "cannot start or join" in res.stderr or "no Ray cluster answers" in res.stderr
+            if res.returncode == 0 or time.monotonic() > deadline or not starting:
                 break
             time.sleep(2)  # the head is still starting
         assert res.returncode == 0, res.stdout + res.stderr
@@ -139,3 +140,44 @@ def test_stacked_engine_on_ray_workers(tmp_path):
     rows = _rows(tmp_path / "stacked")
     assert [(int(m), int(g)) for m, g, _, _ in rows] == [(m, g) for g in (1, 2) for m in range(4)]
     assert all(float(f) < float("inf") for _, _, f, _ in rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_before_anything_is_written(tmp_path):
+    """ray.init retried for minutes at an address where nothing listens, deaf to Ctrl-C (QA);
+    the address comes from --address or RAY_ADDRESS and the error says which."""
+    spec = _spec(tmp_path, "nowhere")
+    port = _free_port()
+    cases = [([str(spec), "--address", f"127.0.0.1:{port}"], {}, "pbt.address"),
+             ([str(spec)], {"RAY_ADDRESS": f"127.0.0.1:{port}"}, "RAY_ADDRESS"),
+             (["validate", str(spec)], {"RAY_ADDRESS": f"127.0.0.1:{port}"}, "RAY_ADDRESS")]
+    for args, env, source in cases:
+        start = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "lfads_core.cli", *args], env={**ENV, **env},
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert res.stderr.startswith(f"error: {source}: no Ray cluster answers at 127.0.0.1:{port}"), res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert time.monotonic() - start < 60
+        assert not (tmp_path / "nowhere").exists()
+
+
+def test_validate_names_the_cluster_of_ray_address(tmp_path):
+    spec = _spec(tmp_path, "env")
+    with socket.socket() as listener:  # something answers there
+        listener.bind(("0.0.0.0", 0))  # Ray resolves 127.0.0.1 to this machine's address
+        listener.listen()
+        port = listener.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec)],
+                             env={**ENV, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True,
+                             text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Ray: 127.0.0.1:{port} (from RAY_ADDRESS)" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "lfads_core.cli", "validate", str(spec)], env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    assert "Ray: embedded" in res.stdout and "1 thread per member, pbt.resources.cpu" in res.stdout

@@ -68,8 +68,8 @@ def run_generations(pbt: PbtSpec, runner, pop: Population, log: Callable[[str], 
         pop.best.append(fitness[best_m])
         pop.last_fitness = dict(fitness)
         pop.generation = g + 1
-        pop.done = (pop.generation >= pbt.max_generations
-                    or should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations))
+        stopped = should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations)
+        pop.done = pop.generation >= pbt.max_generations or stopped
         exploits = 0
         if not pop.done:
             # Failed members sit the tournament out (two of them paired would pass one's broken
@@ -84,6 +84,13 @@ def run_generations(pbt: PbtSpec, runner, pop: Population, log: Callable[[str], 
         pop.rng_state = rng.bit_generator.state
         log(f"generation {pop.generation}/{pbt.max_generations}: best {fitness[best_m]:.5f} "
             f"(member {best_m})  median {statistics.median(finite):.5f}  {exploits} exploits  "
-            f"{time.perf_counter() - start:.1f}s" + ("  (stopping)" if pop.done else ""))
+            f"{time.perf_counter() - start:.1f}s" + (f"  ({_why_stop(pbt, pop)})" if pop.done else ""))
         on_generation(pop)
     return pop
+
+
+def _why_stop(pbt: PbtSpec, pop: Population) -> str:
+    if pop.generation >= pbt.max_generations:
+        return f"stopping: reached max_generations ({pbt.max_generations})"
+    return (f"stopping: the best fitness improved by less than {pbt.stop_ratio:g} (relative) over "
+            f"the last {pbt.stop_generations} generations (pbt.stop_ratio, pbt.stop_generations)")

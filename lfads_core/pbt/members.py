@@ -52,7 +52,8 @@ def check_search_space(spec: Spec, source: str = "spec") -> None:
                                                        for a in spec.model.augmentations):
         problems.append(f"{source}: pbt.fitness: sample_valid needs the augmentation "
                         f"sample_validation in model.augmentations (e.g. first: "
-                        f"{{name: sample_validation, fraction: 0.1}})")
+                        f"{{name: sample_validation, fraction: 0.1}}; the search space's "
+                        f"model.augmentations.N entries then count it)")
     if (spec.pbt.engine != "trials" and spec.pbt.stacked_batches == "member"
             and is_multisession(spec.data.path)):
         problems.append(f"{source}: pbt.stacked_batches: member needs one session (data.path names "

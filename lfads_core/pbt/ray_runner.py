@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from typing import Callable, Optional, Sequence
 
 from ..data.h5 import Dataset
-from ..errors import LfadsError
+from ..errors import LfadsError, SpecError
 from ..spec.load import spec_from_dict, spec_to_dict
 from ..spec.schema import Spec
 
@@ -53,6 +54,80 @@ def _worker_class(ray):
     return Worker
 
 
+def cluster_address(address: Optional[str]) -> tuple[Optional[str], str]:
+    """The Ray cluster a population joins and where that was said: ``pbt.address`` (or
+    ``--address``), else the environment variable ``RAY_ADDRESS``; ``(None, "")`` for an
+    embedded cluster."""
+    if address:
+        return address, "pbt.address"
+    env = os.environ.get("RAY_ADDRESS")
+    return (env, "RAY_ADDRESS") if env else (None, "")
+
+
+def describe_cluster(spec: Spec) -> str:
+    """Where a population of ``spec`` trains, in words (for validate)."""
+    if spec.pbt.address == "local":
+        return "local (this process, no Ray)"
+    address, source = cluster_address(spec.pbt.address)
+    if address is None:
+        return "embedded"
+    return address if source == "pbt.address" else f"{address} (from RAY_ADDRESS)"
+
+
+def check_resources(spec: Spec, source: str = "spec") -> None:
+    """With an embedded cluster (this machine), one member's ``pbt.resources`` must fit it: a
+    spec error before anything is written (a cluster elsewhere is checked once joined)."""
+    if spec.pbt.address == "local" or cluster_address(spec.pbt.address)[0] is not None:
+        return
+    import torch
+
+    res, cpus, gpus = spec.pbt.resources, len(os.sched_getaffinity(0)), torch.cuda.device_count()
+    problems = []
+    if res.cpu > cpus:
+        problems.append(f"{source}: pbt.resources.cpu: one member asks for {res.cpu:g} CPU, this "
+                        f"machine (the embedded Ray cluster) has {cpus}")
+    if res.gpu > gpus:
+        problems.append(f"{source}: pbt.resources.gpu: one member asks for {res.gpu:g} GPU, this "
+                        f"machine (the embedded Ray cluster) has {gpus}")
+    if problems:
+        raise SpecError("\n".join(problems))
+
+
+def preflight(spec: Spec, source: str = "spec") -> None:
+    """Before anything is written: the resources against an embedded cluster, and that a
+    cluster named by ``pbt.address`` or ``RAY_ADDRESS`` answers (no-op with ``local``)."""
+    if spec.pbt.address == "local":
+        return
+    check_resources(spec, source)
+    address, where = cluster_address(spec.pbt.address)
+    if address:
+        check_reachable(address, where)
+
+
+def check_reachable(address: str, source: str, timeout: float = 5.0) -> None:
+    """A one-line error when nothing answers at the cluster's address (``auto`` resolved as Ray
+    resolves it): ``ray.init`` would retry for many minutes there, deaf to Ctrl-C. An address
+    Ray cannot resolve is left to ``ray.init``'s own error."""
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    if not address.startswith("ray://"):
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address(address) or ""
+        except Exception:  # noqa: BLE001 - no cluster found for auto, a malformed address: ray.init says
+            return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        seen = f" ({target})" if target != address else ""
+        raise LfadsError(f"{source}: no Ray cluster answers at {address}{seen}: "
+                         f"{exc.strerror or type(exc).__name__}; start one there (ray start --head) "
+                         f"or leave pbt.address unset (and RAY_ADDRESS empty) for an embedded cluster") from None
+
+
 class RayRunner:
     """Members on ``n`` Ray workers of ``cpu`` CPUs (and ``gpu`` GPUs) each; ``n`` is what the
     cluster can run at once (never more than the members), so no worker waits for resources;
@@ -67,10 +142,12 @@ class RayRunner:
                              "pbt.address: local to train the population in this process") from None
         self.ray, self.log = ray, log
         res = spec.pbt.resources
-        address = address or os.environ.get("RAY_ADDRESS")
+        address, source = cluster_address(address)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local embedded cluster
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address:
+                check_reachable(address, source)
             try:
                 if address:
                     ray.init(address=address, **kwargs)
@@ -79,7 +156,7 @@ class RayRunner:
             except Exception as exc:  # noqa: BLE001 - a cluster that cannot be reached: one line
                 where = address or "a local embedded cluster"
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                raise LfadsError(f"pbt.address: cannot start or join Ray at {where} "
+                raise LfadsError(f"{source or 'pbt.address'}: cannot start or join Ray at {where} "
                                  f"({type(exc).__name__}: {first})") from None
         total = ray.cluster_resources()
         fits = math.floor(total.get("CPU", 0) / res.cpu + 1e-9)
@@ -97,7 +174,7 @@ class RayRunner:
         self.hparams: dict[int, dict] = {}
         self.lost: dict[int, str] = {}  # members rebuilt after their worker died
         pids = self.ray.get([w.pid.remote() for w in self.workers])
-        log(f"Ray: {self.n} workers of {res.cpu:g} CPU{f' and {res.gpu:g} GPU' if res.gpu else ''} "
+        log(f"Ray: {self.n} worker{'s' if self.n != 1 else ''} of {res.cpu:g} CPU{f' and {res.gpu:g} GPU' if res.gpu else ''} "
             f"({total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU in the cluster"
             f"{f' at {address}' if address else ', embedded'}; worker pids {', '.join(map(str, pids))})")
 

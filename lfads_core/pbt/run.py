@@ -61,14 +61,45 @@ def best_spec(spec: Spec, hparams: dict[str, float], member: Optional[int] = Non
 def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = print,
               source: str = "spec") -> Path:
     """AutoLFADS from ``spec``; ``source`` (the spec file) names it in errors."""
-    set_threads(1)  # the driver itself trains nothing
+    # With Ray the driver itself trains nothing; pbt.address: local trains every member here.
+    set_threads(spec.train.threads if spec.pbt.address == "local" else 1)
     check_search_space(spec, source=source)
+    if spec.pbt.address != "local":
+        from .ray_runner import preflight
+        preflight(spec, source=source)
     sessions = load_data(spec)
     model, augs = make_model(spec, sessions)
     check_components(spec, sessions, model, augs)
     run_dir = prepare_run_dir(spec, force, log)
     state_path = run_dir / STATE
     pbt = spec.pbt
+    saved = load_checkpoint(state_path) if state_path.exists() else None
+    if saved is not None:
+        pop = Population(**saved["population"])
+        # pbt.max_generations may have been raised: go on (unless the stopping rule holds).
+        from .explore import should_stop
+        pop.done = (pop.generation >= pbt.max_generations
+                    or should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations))
+    else:
+        pop = Population(hparams=initial_hparams(spec))
+    log(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
+        f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations; "
+        f"engine {describe_engine(spec)}; run dir {run_dir}")
+    if pop.done:  # a finished population: its saved states are all the outputs need (no Ray)
+        log(f"the population in {run_dir} finished after generation {pop.generation}")
+        best = min(pop.last_fitness, key=lambda m: pop.last_fitness[m])
+        state = saved["members"][best]
+    else:
+        pop, state, best = _train_population(spec, sessions, pop, saved, run_dir, log)
+    log(f"best member {best}: fitness {pop.last_fitness[best]:.5f} after {pop.generation} generations")
+    return _write_best(run_dir, spec, sessions, best, state, pop, log)
+
+
+def _train_population(spec: Spec, sessions, pop: Population, saved: Optional[dict], run_dir: Path,
+                      log: Callable[[str], None]) -> tuple[Population, dict, int]:
+    """The generations still to run, on the runner ``pbt.address`` names; the population, the
+    best member's state and its number."""
+    pbt, state_path = spec.pbt, run_dir / STATE
     if pbt.address == "local":
         from .runners import LocalRunner
         runner = LocalRunner(spec, sessions, log)
@@ -76,21 +107,11 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
         from .ray_runner import RayRunner
         runner = RayRunner(spec, sessions, pbt.address, log)
     try:
-        if state_path.exists():
-            saved = load_checkpoint(state_path)
-            pop = Population(**saved["population"])
-            # pbt.max_generations may have been raised: go on (unless the stopping rule holds).
-            from .explore import should_stop
-            pop.done = (pop.generation >= pbt.max_generations
-                        or should_stop(pop.best, pbt.stop_ratio, pbt.stop_generations))
+        if saved is not None:
             runner.restore(saved["members"])
             log(f"resuming the population in {run_dir} after generation {pop.generation}")
         else:
-            pop = Population(hparams=initial_hparams(spec))
             runner.create(pop.hparams)
-        log(f"AutoLFADS: population {pbt.population}, {pbt.generation_epochs} epochs per generation "
-            f"after {pbt.burn_in_epochs} of burn-in, at most {pbt.max_generations} generations; "
-            f"engine {describe_engine(spec)}; run dir {run_dir}")
 
         def on_generation(p: Population) -> None:
             members = {m: runner.state(m) for m in sorted(p.hparams)}
@@ -98,14 +119,11 @@ def train_pbt(spec: Spec, force: bool = False, log: Callable[[str], None] = prin
             _write_pbt_csv(run_dir / "pbt.csv", p.rows)
             interrupt.check()  # a Ctrl-C that Python swallowed (lfads_core.interrupt)
 
-        if not pop.done:
-            pop = run_generations(pbt, runner, pop, log, on_generation)
+        pop = run_generations(pbt, runner, pop, log, on_generation)
         best = min(pop.last_fitness, key=lambda m: pop.last_fitness[m])
-        state = runner.state(best)
+        return pop, runner.state(best), best
     finally:
         runner.close()
-    log(f"best member {best}: fitness {pop.last_fitness[best]:.5f} after {pop.generation} generations")
-    return _write_best(run_dir, spec, sessions, best, state, pop, log)
 
 
 def _write_pbt_csv(path: Path, rows: list[dict]) -> None:
@@ -128,17 +146,18 @@ def _write_best(run_dir: Path, spec: Spec, sessions, best: int, state: dict, pop
                                         "valid_recon_smooth": state["smoothed"], "member": best})
     write_metrics(run_dir / "metrics.csv", state["history"])
     if spec.sampling.plots:
-        _plot_pbt(run_dir / "plots" / "pbt.png", pop.rows, list(spec.pbt.search_space))
+        _plot_pbt(run_dir / "plots" / "pbt.png", pop.rows, spec.pbt.search_space)
     write_outputs(run_dir, single, sessions, model, log)
     return run_dir
 
 
-def _plot_pbt(path: Path, rows: list[dict], paths: list[str]) -> None:
-    """Fitness and every tuned hyperparameter over generations, one line per member."""
+def _plot_pbt(path: Path, rows: list[dict], space: dict) -> None:
+    """Fitness and every tuned hyperparameter over generations, one line per member (named in
+    a legend up to 16 members); log axes for the log-sampled hyperparameters."""
     from matplotlib.figure import Figure
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = ["fitness"] + paths
+    keys = ["fitness"] + list(space)
     fig = Figure(figsize=(4.2 * min(len(keys), 4), 3.2 * math.ceil(len(keys) / 4)))
     members = sorted({r["member"] for r in rows})
     for i, key in enumerate(keys):
@@ -146,11 +165,13 @@ def _plot_pbt(path: Path, rows: list[dict], paths: list[str]) -> None:
         for m in members:
             pts = [(r["generation"], r[key]) for r in rows if r["member"] == m and math.isfinite(r[key])]
             if pts:
-                ax.plot(*zip(*pts), marker=".", lw=1, alpha=0.8)
+                ax.plot(*zip(*pts), marker=".", lw=1, alpha=0.8, label=f"member {m}")
         ax.set_xlabel("generation")
         ax.set_ylabel(key if key != "fitness" else "fitness (smoothed valid NLL, nats)")
-        if key != "fitness" and all(r[key] > 0 for r in rows if key in r):
+        if key != "fitness" and space[key].sample == "log":
             ax.set_yscale("log")
+        if key == "fitness" and len(members) <= 16:
+            ax.legend(fontsize=6, ncol=2)
         ax.set_title(key, fontsize=9)
     fig.suptitle(f"population of {len(members)}: one line per member (exploits jump to the winner's values)")
     fig.tight_layout()

@@ -248,6 +248,9 @@ def _format(exc: BaseException, _type) -> str:
         missing = str(exc).rsplit(":", 1)[-1].strip().strip("'")
         return f"\x00{missing}\x00required field missing"
     if isinstance(exc, (AttributeError, TypeError, ValueError)):
+        got = re.match(r"'(\w+)' object has no attribute 'items'", str(exc))
+        if got:
+            return f"expected a mapping (key: value lines), got a {got.group(1)}"
         return f"expected a mapping, got {exc}" if "items" in str(exc) else str(exc)
     return f"{type(exc).__name__}: {exc}"
 

@@ -171,7 +171,7 @@ class DimensionSpec:
     low: float = attrs.field(validator=finite)
     high: float = attrs.field(validator=finite)
     sample: str = attrs.field(default="uniform", validator=one_of("uniform", "log"))
-    explore_weight: float = attrs.field(default=0.3, validator=[gt(0.0), within(0, 1)])
+    explore_weight: float = attrs.field(default=0.3, validator=within(0, 1, low_inclusive=False))
 
     def __attrs_post_init__(self):
         if not self.low < self.high:
