@@ -379,6 +379,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser, command = _plugin_parser(argv[0])
         args = parser.parse_args(argv[1:])
         handler = command.run
+    elif argv and argv[0].lower().endswith((".nwb", ".npz", ".csv")):
+        return _usage_error(f"{argv[0]}: a recording, not a spec; bin it into lfads's input format "
+                            f"first: lfads-run prepare {argv[0]} --out FILE.h5 --bin-ms B ... "
+                            f"(docs/prepare.md)")
     elif argv and _looks_like_a_command(argv[0]):
         known = list(SUBCOMMANDS) + list(_plugin_commands())
         return _usage_error(f"{argv[0]}: no such spec file or subcommand (subcommands: "

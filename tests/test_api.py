@@ -93,6 +93,9 @@ def test_api_errors_are_one_line(trained, tmp_path):
     assert res.returncode == 2 and "no split 'nope'" in res.stderr and len(res.stderr.splitlines()) == 1
     res = cli("sample", trained / "run", "--split", "test")
     assert res.returncode == 2 and "--split goes with --data" in res.stderr
+    res = cli("sample", trained / "run", "--data", trained / "data.h5", "--session", "day9")
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
+    assert res.stderr.startswith("error: --session day9: the run has no such session (its sessions: data)")
     res = cli("sample", trained / "run", "--samples", "0")
     assert res.returncode == 2 and "argument --samples: must be an integer >= 1, got 0" in res.stderr
     with pytest.raises(DataError, match="x has no trials"):

@@ -476,6 +476,13 @@ def test_unknown_subcommand_is_a_one_line_error(capsys):
     assert err.startswith("error: frobnicate: no such spec file or subcommand") and err.count("\n") == 1
 
 
+def test_a_recording_given_as_the_spec_points_to_prepare(capsys):
+    assert cli.main(["rec/spikes.npz", "--trials", "rec/trials.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: rec/spikes.npz: a recording, not a spec; bin it into lfads's input "
+                          "format first: lfads-run prepare rec/spikes.npz --out FILE.h5") and err.count("\n") == 1
+
+
 def test_check_data_gets_the_whole_array_and_names_channels():
     from lfads_spikes.poisson import Poisson
 

@@ -464,3 +464,19 @@ def test_times_in_other_units_or_clocks(tmp_path, capsys, monkeypatch):
     line = one_line_error(*run(capsys, silent, "--trials", trials, "--out", tmp_path / "s.h5", "--bin-ms", 10)[::2])
     assert "its 2 units have no spikes at all" in line
     assert trials.read_text().startswith("start_time,")  # untouched
+
+
+def test_trials_outside_the_recording_are_a_warning(tmp_path, capsys):
+    """A trial wholly after the last spike (or before the first) is written without any spike:
+    a warning naming how many (fewer than half were silent before)."""
+    units, rows = session(n_trials=12)
+    src = write_npz(tmp_path / "s.npz", units)
+    late = [*rows[:10], *({**r, "start_time": r["start_time"] + 1e4, "stop_time": r["stop_time"] + 1e4,
+                           "go_cue_time": r["go_cue_time"] + 1e4} for r in rows[10:])]
+    trials = write_trials(tmp_path / "t.csv", late)
+    code, text, err = run(capsys, src, "--trials", trials, "--out", tmp_path / "o.h5", "--bin-ms", 10)
+    assert code == 0, err
+    assert "warning: 2 of 12 trials lie wholly outside the recorded spikes (spike times" in text
+    code, text, err = run(capsys, src, "--trials", write_trials(tmp_path / "ok.csv", rows), "--out",
+                          tmp_path / "ok.h5", "--bin-ms", 10)
+    assert code == 0 and "lie wholly outside" not in text, text + err

@@ -115,6 +115,13 @@ def test_sessions_must_share_bins_bin_size_and_inputs(tmp_path):
     check_sessions([a, d])  # other neuron counts are fine; a missing bin size is taken over
     assert d.bin_size_ms == 10.0
     assert d.train.cond is not None and d.train.cond.shape == (8,)
+    unlabelled = session_arrays(8)
+    del unlabelled["train_cond"], unlabelled["valid_cond"]
+    e = load_dataset(str(write_h5(tmp_path / "e.h5", unlabelled, bin_size_ms=10.0)))
+    check_sessions([a, e])  # a note, not an error: PCR falls back to single trials
+    assert a.notes == ["session e of 2 has no train_cond while the others have: what uses condition "
+                       "labels across sessions (the multisession readin's PCR start) falls back to "
+                       "single trials for every session"]
 
 
 # -- the sampler ----------------------------------------------------------------------------

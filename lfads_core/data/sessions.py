@@ -71,6 +71,14 @@ def check_sessions(sessions: Sequence[Dataset]) -> None:
     if sized:
         for ds in sessions:
             ds.bin_size_ms = sized[0].bin_size_ms
+    labelled = [ds.train.cond is not None for ds in sessions]
+    if any(labelled) and not all(labelled):
+        missing = [ds.name for ds, has in zip(sessions, labelled) if not has]
+        sessions[0].notes.append(
+            f"session{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {len(sessions)} "
+            f"{'have' if len(missing) > 1 else 'has'} no train_cond while the others have: what uses "
+            f"condition labels across sessions (the multisession readin's PCR start) falls back to "
+            f"single trials for every session")
 
 
 def fingerprint(paths: Sequence[str]) -> str:

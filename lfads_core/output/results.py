@@ -249,6 +249,9 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
         raise DataError(f"--session: the run has sessions {', '.join(run.sessions)}; say which one "
                         f"{data_path} belongs to")
     which = session if session is not None else 0
+    if session is not None and session not in run.sessions:
+        raise DataError(f"--session {session}: the run has no such session (its sessions: "
+                        f"{', '.join(run.sessions)})")
     _check_new_trials(run, Dataset(ds.path, {k: ds.splits[k] for k in names}), run._session(which))
     n = num_samples or run.spec.sampling.num_samples
     results, inds, shown = {}, {}, []
@@ -267,7 +270,7 @@ def sample_other(run_dir: str | os.PathLike, data_path: str, splits: Optional[Se
     units = run.model.reconstructions[run._session(which)].units
     write_output(target, results, inds, {"num_samples": n, "bin_size_ms": ds.bin_size_ms,
                                          "output_params_units": units, "best_epoch": run.best_epoch,
-                                         "data_path": str(data_path), "run_dir": str(run_dir),
+                                         "data_path": os.path.abspath(data_path), "run_dir": os.path.abspath(run_dir),
                                          "session": run.sessions[run._session(which)]}, units=units)
     log(f"wrote {target} ({', '.join(names)}; {n} posterior samples, best epoch {run.best_epoch})"
         + (f"\n{'  '.join(shown)}" if shown else ""))

@@ -165,7 +165,7 @@ def check_extent(spikes: list[np.ndarray], starts: np.ndarray, n_bins: np.ndarra
     bin_s = bin_ms / 1000.0
     times = np.sort(np.concatenate([np.asarray(s, dtype=np.float64) for s in spikes]))
     if times.size == 0:
-        raise DataError(f"IN {src_path}: its {len(spikes)} units have no spikes at all")
+        raise DataError(f"{src_path}: its {len(spikes)} units have no spikes at all")
     ends = starts + n_bins * bin_s
     span = (f"spike times {times[0]:g} to {times[-1]:g} s, trials {starts.min():g} to {ends.max():g} s "
             f"in {trials_origin}")
@@ -182,9 +182,13 @@ def check_extent(spikes: list[np.ndarray], starts: np.ndarray, n_bins: np.ndarra
                         f"in seconds? ({span})")
     per_trial = np.searchsorted(times, ends, side="left") - np.searchsorted(times, starts, side="left")
     if per_trial.sum() == 0:
-        raise DataError(f"IN {src_path}: no spike falls in any trial ({span}); spike and trial times "
+        raise DataError(f"{src_path}: no spike falls in any trial ({span}); spike and trial times "
                         f"must both be in seconds, on the same clock")
     warnings = []
+    outside = int(((ends <= times[0]) | (starts >= times[-1])).sum())
+    if outside:
+        warnings.append(f"{outside} of {n} trials lie wholly outside the recorded spikes ({span}); "
+                        f"they are written without any spike")
     empty = int((per_trial == 0).sum())
     if empty > n / 2:
         warnings.append(f"{empty} of {n} trials hold no spike of any unit ({span}); are spike and "
@@ -205,9 +209,9 @@ def command(args: argparse.Namespace) -> None:
 def _read(path: Path, series: list[str]) -> Source:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"IN {path}: unknown kind of file '{path.suffix}' (expected .nwb, .npz or .csv)")
+        raise DataError(f"{path}: unknown kind of file '{path.suffix}' (expected .nwb, .npz or .csv)")
     if not path.is_file():
-        raise DataError(f"IN {path}: no such file")
+        raise DataError(f"{path}: no such file")
     if fmt == "nwb":
         from .nwb import read_nwb
 
@@ -281,7 +285,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     series_names = list(args.behavior_series or [])
     source = _read(src_path, series_names)
     if len(source.unit_ids) == 0:
-        raise DataError(f"IN {src_path}: no units (no spikes)")
+        raise DataError(f"{src_path}: no units (no spikes)")
     if args.trials:
         from .tables import read_trials_csv
 
@@ -289,7 +293,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     elif source.trials is not None:
         table, trials_origin = source.trials, "its trials table"
     elif source.fmt == "nwb":
-        raise DataError(f"IN {src_path}: the NWB file has no trials table (give one with --trials "
+        raise DataError(f"{src_path}: the NWB file has no trials table (give one with --trials "
                         f"TRIALS.csv)")
     else:
         raise DataError(f"--trials: required for .{source.fmt} input (a CSV file with columns "

@@ -31,7 +31,7 @@ def read_nwb(path: Path, series: list[str]) -> Source:
             io = pynwb.NWBHDF5IO(str(path), "r")
             nwb = io.read()
     except Exception as exc:  # noqa: BLE001 - h5py, hdmf and pynwb raise many kinds
-        raise DataError(f"IN {path}: cannot read as an NWB file ({type(exc).__name__}: "
+        raise DataError(f"{path}: cannot read as an NWB file ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     try:
         return _read(pynwb, nwb, path, series)
@@ -42,13 +42,13 @@ def read_nwb(path: Path, series: list[str]) -> Source:
 def _read(pynwb, nwb, path: Path, series: list[str]) -> Source:
     units = nwb.units
     if units is None or "spike_times" not in units.colnames:
-        raise DataError(f"IN {path}: the NWB file has no units table with spike_times (sorted "
+        raise DataError(f"{path}: the NWB file has no units table with spike_times (sorted "
                         f"spikes); prepare needs one")
     ids = np.asarray(units.id[:], dtype=np.int64)
     ends = np.asarray(units.spike_times_index.data[:], dtype=np.int64)
     times = np.asarray(units.spike_times.data[:], dtype=np.float64)
     if not np.all(np.isfinite(times)):
-        raise DataError(f"IN {path}: the units table's spike_times hold NaN or infinite values")
+        raise DataError(f"{path}: the units table's spike_times hold NaN or infinite values")
     starts = np.concatenate([[0], ends[:-1]])
     spikes = [np.sort(times[a:b]) for a, b in zip(starts, ends)]
     source = Source(path, "nwb", ids, spikes, _trials(nwb, path))

@@ -44,11 +44,11 @@ def read_spikes_csv(path: Path) -> Source:
     header, cols = _read_csv(path, "IN")
     missing = [c for c in ("unit", "time") if c not in cols]
     if missing:
-        raise DataError(f"IN {path}: no column {' or '.join(repr(m) for m in missing)} (expected "
+        raise DataError(f"{path}: no column {' or '.join(repr(m) for m in missing)} (expected "
                         f"columns unit,time; found: {', '.join(header)})")
     units, times = parse_column(cols["unit"]), parse_column(cols["time"])
     if times.dtype.kind not in "iuf":
-        raise DataError(f"IN {path}: column 'time' must hold numbers (seconds)")
+        raise DataError(f"{path}: column 'time' must hold numbers (seconds)")
     ids, spikes = spikes_by_unit(path, times, units)
     return Source(path, "csv", ids, spikes)
 
@@ -61,10 +61,10 @@ def read_npz(path: Path, series: list[str]) -> Source:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"IN {path}: cannot read as .npz ({exc})") from None
+        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
     missing = [k for k in ("spike_times", "unit_ids") if k not in arrays]
     if missing:
-        raise DataError(f"IN {path}: no array {' or '.join(repr(m) for m in missing)} (expected "
+        raise DataError(f"{path}: no array {' or '.join(repr(m) for m in missing)} (expected "
                         f"spike_times and unit_ids; found: {', '.join(arrays) or 'none'})")
     ids, spikes = spikes_by_unit(path, arrays["spike_times"], arrays["unit_ids"], arrays.get("units"))
     source = Source(path, "npz", ids, spikes)
