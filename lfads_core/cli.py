@@ -165,7 +165,7 @@ def _validate(args) -> None:
                   f"{split.encod.shape[2]} ch{recon}" + (", truth" if split.truth is not None else "")
                   + (", latents" if split.latents is not None else "")
                   + (", conditions" if split.cond is not None else ""))
-    print(f"external inputs: {ext}" + (f"; bin size {first.bin_size_ms} ms" if first.bin_size_ms else ""))
+    print(f"external inputs: {ext}" + (f"; bin size {first.bin_size_ms:.6g} ms" if first.bin_size_ms else ""))
     print("components: " + ", ".join(f"{k} {getattr(m, k).name}" for k in
                                      ("readin", "encoder", "generator", "readout", "reconstruction",
                                       "ic_prior", "co_prior")))

@@ -84,7 +84,7 @@ def test_data_warnings_name_the_file(tmp_path):
     assert data_warnings(ds, counts=False) == []
     ds.bin_size_ms = 0.02  # 20 ms given in seconds
     warnings = data_warnings(ds, counts=False)
-    assert warnings == [f"{f}: bin size 0.02 ms (attribute bin_size_ms, or data.bin_size_ms): bins are "
+    assert warnings == [f"{f}: bin size 0.02 ms (the file's attribute bin_size_ms or bin_size, or data.bin_size_ms): bins are "
                         "usually 1 to 100 ms; was it given in seconds?"]
 
 
@@ -116,3 +116,15 @@ def test_out_onto_a_folder_that_is_not_a_run_is_refused_unless_force(tmp_path):
     version = subprocess.run([sys.executable, "-m", "lfads_core.cli", "--version"], capture_output=True,
                              text=True, env=env, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("lfads-core ")
+
+
+def test_a_bin_unobserved_in_every_trial_raises_no_numpy_warning():
+    """Calcium events are NaN at every trial's first sample: the swapped-axes check averaged an
+    all-NaN column and numpy printed 'Mean of empty slice' on every validate and run (QA)."""
+    import warnings as w
+
+    recon = np.random.default_rng(0).random((20, 10, 40))
+    recon[:, 0] = np.nan
+    with w.catch_warnings():
+        w.simplefilter("error")
+        swapped_axes(recon)

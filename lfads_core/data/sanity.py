@@ -3,6 +3,7 @@ each naming the file and key (``data.warn: false`` silences them)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -29,7 +30,9 @@ def swapped_axes(recon: np.ndarray) -> Optional[str]:
     n_trials, t, n = recon.shape
     if n <= t or t < 3:
         return None
-    psth = np.nanmean(recon, axis=0)  # [T, N]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a bin NaN in every trial: "empty slice"
+        psth = np.nanmean(recon, axis=0)  # [T, N]
     psth = np.nan_to_num(psth)
     along_time, along_channels = _lag1(psth, 0), _lag1(psth, 1)
     if along_channels > 0.5 and along_time < 0.2:
@@ -60,8 +63,8 @@ def data_warnings(ds: Dataset, counts: bool) -> list[str]:
     """The warnings of one session file (``counts``: the reconstruction models spike counts)."""
     out = []
     if ds.bin_size_ms is not None and ds.bin_size_ms < MIN_BIN_MS:
-        out.append(f"{ds.path}: bin size {ds.bin_size_ms:g} ms (attribute bin_size_ms, or "
-                   f"data.bin_size_ms): bins are usually 1 to 100 ms; was it given in seconds?")
+        out.append(f"{ds.path}: bin size {ds.bin_size_ms:g} ms (the file's attribute bin_size_ms or "
+                   f"bin_size, or data.bin_size_ms): bins are usually 1 to 100 ms; was it given in seconds?")
     split = ds.train
     if split.recon is None:
         return out
