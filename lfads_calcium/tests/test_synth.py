@@ -71,7 +71,11 @@ def test_events_recover_the_spikes(k):
         assert np.mean(ev[seen] == 0) > 0.7
 
 
-def test_cli_writes_both_files(cli, tmp_path, capsys):
+def test_cli_writes_both_files(cli, tmp_path, capsys, monkeypatch):
+    import lfads_calcium.synth as synth
+
+    full = synth.make_calcium  # 12 of its 60 conditions: the command's wiring, in 1/5 of the time
+    monkeypatch.setattr(synth, "make_calcium", lambda **kw: full(**kw, n_conditions=12))
     out = tmp_path / "cal.h5"
     assert cli.main(["synth", "calcium", "--out", str(out), "--frame-bins", "3", "--seed", "1"]) == 0
     printed = capsys.readouterr().out
@@ -82,7 +86,7 @@ def test_cli_writes_both_files(cli, tmp_path, capsys):
             assert f.attrs["frame_bins"] == 3 and f.attrs["seed"] == 1 and f.attrs["bin_size_ms"] == 10
             assert f.attrs["generator"] == "calcium" and f.attrs["true_tau_s"] == 0.3
             offsets = f.attrs["scan_offsets"]
-            for split, n in (("train", 960), ("valid", 240)):
+            for split, n in (("train", 192), ("valid", 48)):
                 data = f[f"{split}_encod_data"][()]
                 assert data.shape == (n, 100, 40)
                 assert np.array_equal(data, f[f"{split}_recon_data"][()], equal_nan=True)

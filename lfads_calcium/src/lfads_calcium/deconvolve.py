@@ -74,7 +74,8 @@ MIN_EVENT_SN = 0.5
 MAX_TAU_S = 20.0
 #: At most this many rounds of deconvolution and refit in :func:`estimate_tau`.
 TAU_FIT_ITERATIONS = 5
-#: :func:`estimate_tau` uses evenly spaced trials with about this many samples in all.
+#: :func:`estimate_tau` and :func:`fit_baseline` use evenly spaced trials with about this many
+#: samples in all.
 TAU_FIT_SAMPLES = 30_000
 BASELINE_ROUNDS = 3  # re-cuts of the segments when the baseline is fitted with a known tau
 
@@ -180,10 +181,7 @@ def estimate_tau(rows, y, frame_s: float, sn: float, max_iter: int = TAU_FIT_ITE
     g = _oasis_g(y, sn)
     tau = -frame_s / np.log(g)
     baseline = float(deconvolve(y, tau_d=tau, framerate=1.0 / frame_s, sn=sn).b)
-    rows = [r for r in rows if r.size]
-    if y.size > TAU_FIT_SAMPLES:  # evenly spaced trials, about TAU_FIT_SAMPLES samples in all
-        keep = np.linspace(0, len(rows) - 1, max(1, round(len(rows) * TAU_FIT_SAMPLES / y.size)))
-        rows = [rows[i] for i in np.unique(keep.round().astype(int))]
+    rows = _evenly_spaced([r for r in rows if r.size])
     ys, first = np.concatenate(rows), np.concatenate([[0], np.cumsum([r.size for r in rows])[:-1]])
     samples = np.geomspace(0.3, max(300.0, 2 * MAX_TAU_S / frame_s), 100)  # tau in samples
     for round_ in range(max_iter):
@@ -256,7 +254,7 @@ def fit_baseline(rows, tau: float, frame_s: float, sn: float, baseline: float,
     events summed to 0.61 of the truth (0.98 with this baseline)."""
     import numpy as np
 
-    rows = [r for r in rows if r.size]
+    rows = _evenly_spaced([r for r in rows if r.size])
     if not rows:
         return baseline
     ys, first = np.concatenate(rows), np.concatenate([[0], np.cumsum([r.size for r in rows])[:-1]])
@@ -264,11 +262,25 @@ def fit_baseline(rows, tau: float, frame_s: float, sn: float, baseline: float,
     for _ in range(rounds):
         starts, j = _segments(rows, first, tau, frame_s, sn, baseline, every_event=True)
         new = _segment_fit(ys, starts, j, g)[1]
+        if not np.isfinite(new):
+            break  # keep the last finite one
         done = abs(new - baseline) < 0.01 * sn
         baseline = new
-        if done or not np.isfinite(baseline):
+        if done:
             break
     return float(baseline)
+
+
+def _evenly_spaced(rows: list) -> list:
+    """Evenly spaced trials of ``rows`` with about ``TAU_FIT_SAMPLES`` samples in all (all of
+    them when there are fewer): the fits of tau and of the baseline need no more."""
+    import numpy as np
+
+    total = sum(r.size for r in rows)
+    if total <= TAU_FIT_SAMPLES:
+        return rows
+    keep = np.linspace(0, len(rows) - 1, max(1, round(len(rows) * TAU_FIT_SAMPLES / total)))
+    return [rows[i] for i in np.unique(keep.round().astype(int))]
 
 
 def deconvolve_traces(traces, bin_s: float, tau_s: Optional[float] = None,
