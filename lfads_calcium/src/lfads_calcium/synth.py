@@ -37,7 +37,7 @@ Both carry, at bin resolution and without NaN:
   events and of ``zig``'s mean: ``A_n * sum_{j<K} g^j r_{t-j}`` (rates before the trial at the
   first-bin rate). With K = 1 this is ``rate x mean amplitude``; with K > 1 an observed event is
   the calcium jump since the previous frame, i.e. the spikes of K bins, decayed, so the truth
-  is summed likewise. (The deconvolved events average about 0.95 x this truth, small ones
+  is summed likewise. (The deconvolved events average about 0.99 x this truth, small ones
   being zeroed; each trial's first observed sample is NaN in the events.)
 - ``{split}_truth_rates`` (spikes per bin), ``{split}_spikes`` (counts),
   ``{split}_spike_amplitudes`` (the summed amplitudes of each bin's spikes: the true events at
